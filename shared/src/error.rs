@@ -1,0 +1,44 @@
+//! Errors of ldmkit-core.
+//!
+//! One variant per layer that can reject input, each with a message that says what is wrong
+//! and where (byte offsets, entry names, tensor names). The CLI prefixes the file name, so a
+//! user sees one line: `error: FILE: what is wrong`.
+
+/// Everything that can go wrong while reading a checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The underlying source could not be read.
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The bytes are not any checkpoint format we know (says what they look like instead).
+    #[error("{0}")]
+    UnknownFormat(String),
+    /// A zip container is malformed or unsupported.
+    #[error("zip: {0}")]
+    Zip(String),
+    /// A pickle stream is malformed, or does something a checkpoint never does.
+    #[error("pickle: {message} (at pickle byte {offset})")]
+    Pickle { offset: u64, message: String },
+    /// A hard limit protecting memory and time was hit (hostile or absurd input).
+    #[error("limit exceeded: {0}")]
+    Limit(String),
+    /// The torch object structure is inconsistent (storages, views, dtypes).
+    #[error("{0}")]
+    Torch(String),
+    /// A safetensors header breaks the format's rules.
+    #[error("safetensors: {0}")]
+    Safetensors(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn zip(msg: impl Into<String>) -> Self {
+        Error::Zip(msg.into())
+    }
+
+    pub(crate) fn torch(msg: impl Into<String>) -> Self {
+        Error::Torch(msg.into())
+    }
+}

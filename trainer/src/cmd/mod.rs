@@ -1,0 +1,27 @@
+//! One module per subcommand; each returns the process exit code.
+
+pub mod inspect;
+pub mod scan;
+
+use ldmkit_core::source::{FileSource, SharedSource};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Exit code for an unreadable input.
+pub const EXIT_ERROR: u8 = 2;
+
+/// Open a file as a source, with the message users should see if it fails.
+pub fn open_source(path: &Path) -> Result<SharedSource, String> {
+    FileSource::open(path)
+        .map(|s| Arc::new(s) as SharedSource)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        })
+}
+
+/// Print `error: FILE: message` on stderr.
+pub fn report_error(path: &Path, message: impl std::fmt::Display) {
+    eprintln!("error: {}: {message}", path.display());
+}
