@@ -252,21 +252,34 @@ impl ObjectGraph {
         }
     }
 
-    /// Render a dict key for a tensor path: strings as-is, ints in decimal, bools as
-    /// `True`/`False`, classes as `module.name` — the same rule as the Python reference walk.
+    /// Render a dict key for a tensor path: strings as-is, classes as `module.name`, anything
+    /// else as Python's `str(key)` — the same rule as the Python reference walk.
     pub fn key_segment(&self, id: ValueId) -> String {
         match self.get(id) {
             Value::Str(s) => s.to_string(),
+            Value::Global(g) => g.qualified(),
+            _ => self.py_repr(id, 0),
+        }
+    }
+
+    /// Python's `repr` for scalar values and tuples of them (what `str()` of a key shows).
+    fn py_repr(&self, id: ValueId, depth: usize) -> String {
+        match self.get(id) {
+            Value::Str(s) => py_str_repr(s),
             Value::Int(i) => i.to_string(),
             Value::BigInt(b) => crate::pickle::bigint_to_decimal(b),
             Value::Bool(true) => "True".into(),
             Value::Bool(false) => "False".into(),
             Value::None => "None".into(),
             Value::Float(f) => python_float_repr(*f),
-            Value::Global(g) => g.qualified(),
-            Value::Bytes(b) => format!("b'{}'", String::from_utf8_lossy(b)),
-            Value::Tuple(items) => {
-                let parts: Vec<String> = items.iter().map(|&i| self.key_segment(i)).collect();
+            Value::Global(g) => format!("<class '{}'>", g.qualified()),
+            Value::Bytes(b) => format!(
+                "b{}",
+                py_str_repr(&b.iter().map(|&c| c as char).collect::<String>())
+            ),
+            Value::Tuple(items) if depth < 8 => {
+                let parts: Vec<String> =
+                    items.iter().map(|&i| self.py_repr(i, depth + 1)).collect();
                 if parts.len() == 1 {
                     format!("({},)", parts[0])
                 } else {
@@ -276,6 +289,35 @@ impl ObjectGraph {
             other => format!("<{}>", other.type_name()),
         }
     }
+}
+
+/// Python's `repr` of a str: single quotes unless the text holds one and no double quote.
+fn py_str_repr(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
 }
 
 fn python_float_repr(f: f64) -> String {

@@ -259,6 +259,12 @@ impl<'g> Unpickler<'g> {
     }
 
     fn import(&mut self, module: &str, name: &str) -> Step<()> {
+        // Like CPython's `fix_imports`, protocol 0-2 pickles name Python 2 modules.
+        let module = if self.protocol < 3 {
+            python3_module(module)
+        } else {
+            module
+        };
         let global = Global::new(module, name);
         match self.import_index.get(&global) {
             Some(&i) => self.imports[i].count += 1,
@@ -687,6 +693,25 @@ impl<'g> Unpickler<'g> {
             other => return Err(format!("SETITEM on a {}", other.type_name())),
         }
         Ok(())
+    }
+}
+
+/// The Python 3 name of a Python 2 module (`_compat_pickle.IMPORT_MAPPING`, the entries that
+/// matter for checkpoints and for spotting payloads).
+fn python3_module(module: &str) -> &str {
+    match module {
+        "__builtin__" | "exceptions" => "builtins",
+        "copy_reg" => "copyreg",
+        "cPickle" => "pickle",
+        "UserDict" | "UserList" | "UserString" => "collections",
+        "Queue" => "queue",
+        "StringIO" | "cStringIO" => "io",
+        "urllib2" => "urllib.request",
+        "httplib" => "http.client",
+        "commands" => "subprocess",
+        "thread" => "_thread",
+        "__main__" => "__main__",
+        other => other,
     }
 }
 

@@ -1,0 +1,15 @@
+//! End-to-end tests of the `ldmkit` binary.
+//!
+//! - `inspect`, `scan`: command behaviour on the committed fixtures (made by real torch,
+//!   Lightning and safetensors; see tests/fixtures/README.md).
+//! - `interop`: for every fixture, `inspect --json` lists exactly the tensors a Python walk
+//!   of `torch.load` finds (golden files from tests/python/walk.py; live when LDMKIT_PYTHON
+//!   names a Python with torch, as CI does).
+//! - `hostile`: the hostile corpus: nothing executes, every file gets a clear one-line error
+//!   or a correct report, within bounded memory.
+
+mod hostile;
+mod inspect;
+mod interop;
+mod scan;
+mod util;

@@ -1,0 +1,62 @@
+//! Running the binary and finding fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(name)
+}
+
+/// The checkpoints (not scripts, docs or goldens) directly in a fixture folder, sorted.
+pub fn checkpoints_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+            ["ckpt", "pt", "pth", "bin", "safetensors", "pkl"].contains(&ext)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Run `ldmkit ARGS` under a 2 GB address-space limit and a 2-minute timeout, so unbounded
+/// allocation or a hang fails the test instead of the machine.
+pub fn ldmkit(args: &[&str]) -> Output {
+    let bin = env!("CARGO_BIN_EXE_ldmkit");
+    let mut script = String::from("ulimit -v 2000000; exec timeout 120 \"$0\"");
+    for i in 1..=args.len() {
+        script.push_str(&format!(" \"${i}\""));
+    }
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(bin)
+        .args(args)
+        .output()
+        .expect("run ldmkit")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Inspect a file as JSON, asserting success.
+pub fn inspect_json(path: &Path) -> serde_json::Value {
+    let out = ldmkit(&["inspect", "--json", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
+}
