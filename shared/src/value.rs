@@ -320,10 +320,76 @@ fn py_str_repr(s: &str) -> String {
     out
 }
 
-fn python_float_repr(f: f64) -> String {
-    if f.is_finite() && f == f.trunc() && f.abs() < 1e16 {
-        format!("{f:.1}")
+/// Python's `repr` of a float: shortest round-trip digits, scientific notation outside
+/// `1e-4 <= |x| < 1e16` (`1e+300`, `1e-05`), `.0` on integral values, `inf`, `nan`.
+pub fn python_float_repr(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7".
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').expect("{:e} has an exponent");
+    let exp: i32 = exp.parse().expect("integer exponent");
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if (-4..16).contains(&exp) {
+        let point = exp + 1; // digits before the decimal point
+        let body = if point <= 0 {
+            format!("0.{}{}", "0".repeat((-point) as usize), digits)
+        } else if point as usize >= digits.len() {
+            format!("{}{}.0", digits, "0".repeat(point as usize - digits.len()))
+        } else {
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
+        };
+        format!("{sign}{body}")
     } else {
-        format!("{f}")
+        let m = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{m}e{esign}{:02}", exp.abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::python_float_repr as r;
+
+    #[test]
+    fn float_repr_matches_python() {
+        for (f, s) in [
+            (1.5, "1.5"),
+            (1e300, "1e+300"),
+            (1e-5, "1e-05"),
+            (5e-324, "5e-324"),
+            (1e16, "1e+16"),
+            (123456.789, "123456.789"),
+            (0.1, "0.1"),
+            (0.0001, "0.0001"),
+            (-2.5e-3, "-0.0025"),
+            (100.0, "100.0"),
+            (1234567890123456.0, "1234567890123456.0"),
+        ] {
+            assert_eq!(r(f), s);
+        }
     }
 }
