@@ -48,6 +48,23 @@ pub struct GlobalEntry {
     pub count: u64,
 }
 
+impl GlobalEntry {
+    /// Verdicts for imports (one entry per global), dangerous first, then unknown, then
+    /// allowed; first-seen order within each.
+    pub fn list(imports: &[crate::pickle::Import]) -> Vec<GlobalEntry> {
+        let mut globals: Vec<GlobalEntry> = crate::checkpoint::merge_imports(imports)
+            .into_iter()
+            .map(|i| GlobalEntry {
+                name: i.global.qualified(),
+                verdict: verdict(&i.global),
+                count: i.count,
+            })
+            .collect();
+        globals.sort_by_key(|g| std::cmp::Reverse(g.verdict));
+        globals
+    }
+}
+
 /// Storage sharing facts (tied weights and views cost nothing extra on disk).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StorageFacts {
@@ -131,17 +148,7 @@ impl Report {
             })
             .sum();
 
-        let mut globals: Vec<GlobalEntry> = ckpt
-            .imports
-            .iter()
-            .map(|i| GlobalEntry {
-                name: i.global.qualified(),
-                verdict: verdict(&i.global),
-                count: i.count,
-            })
-            .collect();
-        // Dangerous first, then unknown, then allowed; stable within each.
-        globals.sort_by_key(|g| std::cmp::Reverse(g.verdict));
+        let globals = GlobalEntry::list(&ckpt.imports);
         let unsafe_globals = globals
             .iter()
             .filter(|g| g.verdict != Verdict::Allowed)

@@ -81,6 +81,7 @@ pub(crate) fn read(source: &dyn Source) -> Result<Parsed> {
                 offset: data_start + begin as u64,
                 len: (end - begin) as u64,
             },
+            untyped: false,
         })));
         let tensor = graph.push(Value::Tensor(Box::new(TensorRef {
             storage,

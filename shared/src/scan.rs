@@ -9,7 +9,7 @@ use crate::container::detect::{detect, Format};
 use crate::error::Error;
 use crate::pickle::{DefaultHooks, Import, Limits, Unpickler};
 use crate::report::GlobalEntry;
-use crate::safety::{verdict, Verdict};
+use crate::safety::Verdict;
 use crate::source::{Cursor, MemSource, SharedSource, Source};
 use crate::value::ObjectGraph;
 
@@ -66,15 +66,7 @@ pub fn scan(source: SharedSource) -> ScanReport {
             }
         }
     }
-    let mut globals: Vec<GlobalEntry> = crate::checkpoint::merge_imports(&imports)
-        .into_iter()
-        .map(|imp| GlobalEntry {
-            name: imp.global.qualified(),
-            verdict: verdict(&imp.global),
-            count: imp.count,
-        })
-        .collect();
-    globals.sort_by_key(|g| std::cmp::Reverse(g.verdict));
+    let globals = GlobalEntry::list(&imports);
     let format = format.or(error.is_none().then_some(Format::Pickle));
     ScanReport {
         format,

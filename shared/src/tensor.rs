@@ -37,6 +37,8 @@ pub struct StorageRef {
     /// Device the tensor was saved from (`cpu`, `cuda:0`).
     pub location: String,
     pub data: DataLocation,
+    /// Pickled as `UntypedStorage` (numel counts bytes; tensors carry their own dtype).
+    pub untyped: bool,
 }
 
 impl StorageRef {

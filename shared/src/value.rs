@@ -38,8 +38,10 @@ impl Global {
 pub enum ObjectKind {
     /// `REDUCE`: `callable(*args)`.
     Reduce,
-    /// `NEWOBJ`/`NEWOBJ_EX`: `cls.__new__(cls, *args)`.
+    /// `NEWOBJ`: `cls.__new__(cls, *args)`.
     NewObj,
+    /// `NEWOBJ_EX`: `cls.__new__(cls, *args, **kwargs)`; `args` holds `(args, kwargs)`.
+    NewObjEx,
     /// `INST`/`OBJ`: protocol 0/1 instance creation.
     Inst,
 }

@@ -634,7 +634,7 @@ impl<'g> Unpickler<'g> {
                 let args = self.pop()?;
                 let class = self.pop()?;
                 let both = self.alloc(Value::Tuple(Box::new([args, kwargs])))?;
-                self.object(class, both, ObjectKind::NewObj)?;
+                self.object(class, both, ObjectKind::NewObjEx)?;
             }
             b'R' => {
                 let args = self.pop()?;

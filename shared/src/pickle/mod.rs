@@ -16,7 +16,9 @@ mod bigint;
 mod limits;
 mod machine;
 mod text;
+mod writer;
 
 pub use bigint::{bigint_to_decimal, bigint_to_i64};
 pub use limits::Limits;
 pub use machine::{DefaultHooks, Hooks, Import, Unpickler};
+pub use writer::Pickler;

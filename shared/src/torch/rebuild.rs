@@ -234,6 +234,9 @@ impl<L: StorageLocator> Hooks for TorchHooks<L> {
             ));
         }
         let dtype = storage_dtype(graph, items[1])?;
+        let untyped = graph
+            .as_global(items[1])
+            .is_some_and(|g| g.name == "UntypedStorage");
         let key = match graph.get(items[2]) {
             Value::Str(s) => s.to_string(),
             Value::Int(i) => i.to_string(),
@@ -254,6 +257,7 @@ impl<L: StorageLocator> Hooks for TorchHooks<L> {
                     numel,
                     location,
                     data,
+                    untyped,
                 })));
                 self.storages.insert(key.clone(), id);
                 id
@@ -277,6 +281,7 @@ impl<L: StorageLocator> Hooks for TorchHooks<L> {
                         numel: size,
                         location: graph.as_str(items[3]).unwrap_or("?").to_string(),
                         data: DataLocation::Pending,
+                        untyped,
                     })));
                     self.views.push(PendingView {
                         view: id,
