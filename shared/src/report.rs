@@ -34,9 +34,10 @@ pub struct Totals {
 
 impl Totals {
     fn add(&mut self, t: &TensorRef) {
+        // Saturating: stride-0 views may claim huge sizes over a tiny storage.
         self.tensors += 1;
-        self.params += t.numel();
-        self.bytes += t.nbytes();
+        self.params = self.params.saturating_add(t.numel());
+        self.bytes = self.bytes.saturating_add(t.nbytes());
     }
 }
 
@@ -146,7 +147,7 @@ impl Report {
                 crate::value::Value::Storage(s) => s.nbytes(),
                 _ => None,
             })
-            .sum();
+            .fold(0u64, u64::saturating_add);
 
         let globals = GlobalEntry::list(&ckpt.imports);
         let unsafe_globals = globals
