@@ -156,29 +156,7 @@ fn every_opcode_matches_cpython() {
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(cursor.remaining(), 0, "{file}: bytes left after STOP");
         let got = Render { g: &graph }.render(root);
-        if &got != want {
-            let (g, w) = (
-                serde_json::to_string_pretty(&got).unwrap(),
-                serde_json::to_string_pretty(want).unwrap(),
-            );
-            let first = g
-                .lines()
-                .zip(w.lines())
-                .position(|(a, b)| a != b)
-                .unwrap_or(0);
-            let show = |s: &str| {
-                s.lines()
-                    .skip(first.saturating_sub(3))
-                    .take(8)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            };
-            panic!(
-                "{file}: differs from CPython near line {first}\n--- ldmkit\n{}\n--- cpython\n{}",
-                show(&g),
-                show(&w)
-            );
-        }
+        assert_same_json(&got, want, file, "ldmkit", "cpython");
     }
 }
 
@@ -301,29 +279,7 @@ fn repickled_trees_are_identical() {
         let once = repickle(&g1, r1);
         let (g2, r2) = parse(once.clone());
         let (a, b) = (deep(&g1, r1, 0), deep(&g2, r2, 0));
-        if a != b {
-            let (a, b) = (
-                serde_json::to_string_pretty(&a).unwrap(),
-                serde_json::to_string_pretty(&b).unwrap(),
-            );
-            let at = a
-                .lines()
-                .zip(b.lines())
-                .position(|(x, y)| x != y)
-                .unwrap_or(0);
-            let show = |s: &str| {
-                s.lines()
-                    .skip(at.saturating_sub(4))
-                    .take(10)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            };
-            panic!(
-                "{name}: re-pickled tree differs near line {at}\n--- read\n{}\n--- re-pickled\n{}",
-                show(&a),
-                show(&b)
-            );
-        }
+        assert_same_json(&a, &b, &name, "read", "re-pickled");
         // Re-pickling reaches a fixed point: a tree read from our own output pickles to the
         // same bytes again (the first pass may respell protocol-3+ values for protocol 2).
         let twice = repickle(&g2, r2);
@@ -334,4 +290,32 @@ fn repickled_trees_are_identical() {
             "{name}: re-pickling is not stable"
         );
     }
+}
+
+/// Fail with the first differing lines of the two renderings, pretty-printed.
+fn assert_same_json(left: &J, right: &J, what: &str, left_name: &str, right_name: &str) {
+    if left == right {
+        return;
+    }
+    let (l, r) = (
+        serde_json::to_string_pretty(left).unwrap(),
+        serde_json::to_string_pretty(right).unwrap(),
+    );
+    let at = l
+        .lines()
+        .zip(r.lines())
+        .position(|(x, y)| x != y)
+        .unwrap_or(0);
+    let show = |s: &str| {
+        s.lines()
+            .skip(at.saturating_sub(4))
+            .take(10)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    panic!(
+        "{what}: differs near line {at}\n--- {left_name}\n{}\n--- {right_name}\n{}",
+        show(&l),
+        show(&r)
+    );
 }
