@@ -4,7 +4,7 @@
 //! and where (byte offsets, entry names, tensor names). The CLI prefixes the file name, so a
 //! user sees one line: `error: FILE: what is wrong`.
 
-/// Everything that can go wrong while reading a checkpoint.
+/// Everything that can go wrong while reading or rewriting a checkpoint.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -29,6 +29,15 @@ pub enum Error {
     /// A safetensors header breaks the format's rules.
     #[error("safetensors: {0}")]
     Safetensors(String),
+    /// An operation cannot be applied to these inputs (missing keys, mismatched shapes).
+    #[error("{0}")]
+    Op(String),
+    /// A recipe does not parse or names something that does not exist.
+    #[error("recipe: {0}")]
+    Recipe(String),
+    /// The user cancelled a running plan.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -40,5 +49,13 @@ impl Error {
 
     pub(crate) fn torch(msg: impl Into<String>) -> Self {
         Error::Torch(msg.into())
+    }
+
+    pub(crate) fn op(msg: impl Into<String>) -> Self {
+        Error::Op(msg.into())
+    }
+
+    pub(crate) fn recipe(msg: impl Into<String>) -> Self {
+        Error::Recipe(msg.into())
     }
 }

@@ -1,6 +1,6 @@
 //! # ldmkit-core
 //!
-//! Read, inspect (and, later, rewrite) Stable Diffusion checkpoints without executing them.
+//! Read, inspect and rewrite Stable Diffusion checkpoints without executing them.
 //!
 //! Data flows one way: a [`Source`](source::Source) of bytes → a container reader (torch zip,
 //! legacy torch, safetensors; chosen by [`detect`](container::detect::detect) from content) →
@@ -26,12 +26,17 @@
 //! Nothing here does platform I/O beyond the native [`source::FileSource`]; the crate builds
 //! for `wasm32-unknown-unknown`, where the browser supplies its own source.
 
+pub mod analysis;
 pub mod checkpoint;
 pub mod container;
 pub mod dtype;
 pub mod error;
+pub mod layout;
 pub mod model;
+pub mod ops;
 pub mod pickle;
+pub mod plan;
+pub mod recipe;
 pub mod report;
 pub mod safetensors;
 pub mod safety;
@@ -40,6 +45,7 @@ pub mod source;
 pub mod tensor;
 pub mod torch;
 pub mod value;
+pub mod write;
 
 pub use checkpoint::{Checkpoint, NamedTensor};
 pub use container::detect::Format;

@@ -82,6 +82,7 @@ pub(crate) fn read(source: &dyn Source) -> Result<Parsed> {
                 len: (end - begin) as u64,
             },
             untyped: false,
+            crc32: None,
         })));
         let tensor = graph.push(Value::Tensor(Box::new(TensorRef {
             storage,

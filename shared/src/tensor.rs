@@ -39,6 +39,10 @@ pub struct StorageRef {
     pub data: DataLocation,
     /// Pickled as `UntypedStorage` (numel counts bytes; tensors carry their own dtype).
     pub untyped: bool,
+    /// CRC-32 of exactly these bytes when the container recorded one (a zip entry the storage
+    /// fills), so a rewrite that copies the storage unchanged need not hash it again.
+    #[serde(skip)]
+    pub crc32: Option<u32>,
 }
 
 impl StorageRef {

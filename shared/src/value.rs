@@ -254,6 +254,78 @@ impl ObjectGraph {
         }
     }
 
+    /// Copy the value `id` of `src` (and everything it references) into this graph.
+    /// `memo` maps values already copied, so shared values stay shared and cycles close.
+    pub fn import(
+        &mut self,
+        src: &ObjectGraph,
+        id: ValueId,
+        memo: &mut HashMap<ValueId, ValueId>,
+    ) -> ValueId {
+        if let Some(&done) = memo.get(&id) {
+            return done;
+        }
+        // Reserve the slot first so a cycle back to this value finds it in the memo.
+        let slot = self.push(Value::None);
+        memo.insert(id, slot);
+        let mut map = |g: &mut ObjectGraph, v: ValueId| g.import(src, v, memo);
+        let copied = match src.get(id) {
+            Value::List(items) => Value::List(items.iter().map(|&v| map(self, v)).collect()),
+            Value::Tuple(items) => Value::Tuple(items.iter().map(|&v| map(self, v)).collect()),
+            Value::Set(items) => Value::Set(items.iter().map(|&v| map(self, v)).collect()),
+            Value::FrozenSet(items) => {
+                Value::FrozenSet(items.iter().map(|&v| map(self, v)).collect())
+            }
+            Value::Dict(d) => {
+                let entries: Vec<_> = d
+                    .entries
+                    .iter()
+                    .map(|&(k, v)| (map(self, k), map(self, v)))
+                    .collect();
+                self.values[slot as usize] = Value::Dict(Dict::default());
+                for (k, v) in entries {
+                    self.dict_insert(slot, k, v);
+                }
+                return slot;
+            }
+            Value::Object(o) => Value::Object(Box::new(Object {
+                callable: map(self, o.callable),
+                args: map(self, o.args),
+                kind: o.kind,
+                state: o.state.map(|s| map(self, s)),
+                list_items: o.list_items.iter().map(|&v| map(self, v)).collect(),
+                dict_items: o
+                    .dict_items
+                    .iter()
+                    .map(|&(k, v)| (map(self, k), map(self, v)))
+                    .collect(),
+            })),
+            Value::PersistentId(v) => Value::PersistentId(map(self, *v)),
+            Value::Tensor(t) => {
+                let mut t = t.clone();
+                t.storage = map(self, t.storage);
+                Value::Tensor(t)
+            }
+            other => other.clone(),
+        };
+        self.values[slot as usize] = copied;
+        slot
+    }
+
+    /// Replace the items of a dict or dict-like object (keeps its class and state).
+    pub fn set_dict_items(&mut self, id: ValueId, items: Vec<(ValueId, ValueId)>) {
+        match &mut self.values[id as usize] {
+            Value::Dict(_) => {
+                self.values[id as usize] = Value::Dict(Dict::default());
+                for (k, v) in items {
+                    self.dict_insert(id, k, v);
+                }
+            }
+            Value::Object(o) => o.dict_items = items,
+            _ => {}
+        }
+    }
+
     /// Render a dict key for a tensor path: strings as-is, classes as `module.name`, anything
     /// else as Python's `str(key)` — the same rule as the Python reference walk.
     pub fn key_segment(&self, id: ValueId) -> String {

@@ -21,6 +21,183 @@ pub enum Command {
     /// Exit status: 0 when every global is one `torch.load(weights_only=True)` accepts, 1 when
     /// any is not, 2 when a file cannot be read.
     Scan(ScanArgs),
+    /// Keep the state dict only: a training checkpoint becomes a release.
+    ///
+    /// Drops optimizer state, callbacks, loops and hyper-parameters, and the LitEma weights
+    /// (model_ema.*) unless --ema puts them in place of the model's.
+    Strip(StripArgs),
+    /// Merge a training checkpoint back with its base release (the seed's merge-back).
+    ///
+    /// The result is TRAINING's state dict plus every key of BASE's that TRAINING lacks (the
+    /// text encoder a pre-encoded run never saved). EMA weights are dropped unless --ema
+    /// (use them for the UNet) or --keep-ema.
+    Merge(MergeArgs),
+    /// Copy a release's weights into a training checkpoint to resume from (the seed's graft).
+    ///
+    /// TRAINING keeps its optimizer state, callbacks, loops and hyper-parameters; BASE's
+    /// weights replace its state dict entries except cond_stage_model.*.
+    Graft(GraftArgs),
+    /// Convert between the original LDM layout (one file) and diffusers (a folder).
+    Convert(ConvertArgs),
+    /// Weighted sum A*(1-alpha) + B*alpha (A1111's checkpoint merger).
+    WeightedSum(WeightedSumArgs),
+    /// Add difference A + (B - C)*alpha (A1111's checkpoint merger).
+    AddDifference(AddDifferenceArgs),
+    /// Replace a model's VAE with another one's (a full checkpoint or a VAE-only file).
+    BakeVae(BakeVaeArgs),
+    /// Run a recipe (its text form in a file, or a recipe link) on input files.
+    Apply(ApplyArgs),
+    /// Compare two checkpoints: keys only in one, shape or dtype changes, and how much each
+    /// tensor changed, per component and per UNet block.
+    Diff(DiffArgs),
+    /// Statistics and a histogram of one tensor.
+    Stats(StatsArgs),
+}
+
+/// Where and how a rewrite writes its result.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Output: .safetensors, .ckpt/.pt/.pth/.bin (torch zip), or a folder (diffusers).
+    #[arg(
+        short,
+        long,
+        value_name = "OUT",
+        required_unless_present = "print_recipe"
+    )]
+    pub output: Option<PathBuf>,
+    /// Print the recipe this command runs (text and link) instead of running it.
+    #[arg(long)]
+    pub print_recipe: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StripArgs {
+    pub input: PathBuf,
+    /// Put the EMA weights in place of the model's.
+    #[arg(long)]
+    pub ema: bool,
+    /// Cast floating-point tensors (f16, bf16, f32).
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    pub training: PathBuf,
+    pub base: PathBuf,
+    /// Use the EMA weights for the UNet.
+    #[arg(long, conflicts_with = "keep_ema")]
+    pub ema: bool,
+    /// Keep the EMA tensors in the result.
+    #[arg(long)]
+    pub keep_ema: bool,
+    /// Cast floating-point tensors (f16, bf16, f32).
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GraftArgs {
+    pub base: PathBuf,
+    pub training: PathBuf,
+    /// Copy tensors even when their shape or dtype differ.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    pub input: PathBuf,
+    /// Target layout.
+    #[arg(long, value_parser = ["diffusers", "ldm"])]
+    pub layout: String,
+    /// Use the EMA weights for the UNet (training checkpoints).
+    #[arg(long)]
+    pub ema: bool,
+    /// Cast floating-point tensors (f16, bf16, f32).
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WeightedSumArgs {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    /// Weight of B.
+    #[arg(long)]
+    pub alpha: f64,
+    /// Cast floating-point tensors (f16, bf16, f32).
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AddDifferenceArgs {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    pub c: PathBuf,
+    /// Weight of (B - C).
+    #[arg(long)]
+    pub alpha: f64,
+    /// Cast floating-point tensors (f16, bf16, f32).
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BakeVaeArgs {
+    pub model: PathBuf,
+    pub vae: PathBuf,
+    /// Cast floating-point tensors (f16, bf16, f32).
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A recipe file (text form), or a recipe link (`...#recipe=...`).
+    pub recipe: String,
+    /// One file or diffusers folder per recipe input, in the recipe's order.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    pub file: PathBuf,
+    /// The tensor's name as `inspect` lists it (state_dict/ may be left out).
+    pub key: String,
+    /// Histogram bins.
+    #[arg(long, default_value_t = 40)]
+    pub bins: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,16 @@ fn main() -> ExitCode {
     let code = match args.command {
         cli::Command::Inspect(a) => cmd::inspect::run(&a),
         cli::Command::Scan(a) => cmd::scan::run(&a),
+        cli::Command::Strip(a) => cmd::shortcuts::strip(&a),
+        cli::Command::Merge(a) => cmd::shortcuts::merge(&a),
+        cli::Command::Graft(a) => cmd::shortcuts::graft(&a),
+        cli::Command::Convert(a) => cmd::shortcuts::convert(&a),
+        cli::Command::WeightedSum(a) => cmd::shortcuts::weighted_sum(&a),
+        cli::Command::AddDifference(a) => cmd::shortcuts::add_difference(&a),
+        cli::Command::BakeVae(a) => cmd::shortcuts::bake_vae(&a),
+        cli::Command::Apply(a) => cmd::shortcuts::apply(&a),
+        cli::Command::Diff(a) => cmd::diff::run(&a),
+        cli::Command::Stats(a) => cmd::stats::run(&a),
     };
     ExitCode::from(code)
 }

@@ -83,6 +83,11 @@ pub fn classify(name: &str) -> Component {
         ("cond_stage_model.", Component::TextEncoder),
         ("conditioner.embedders.0.", Component::TextEncoder),
         ("conditioner.embedders.1.", Component::TextEncoder2),
+        // ldmkit's names for a diffusers folder's files (`unet/...` becomes `unet.`).
+        ("unet.", Component::Unet),
+        ("vae.", Component::Vae),
+        ("text_encoder.", Component::TextEncoder),
+        ("text_encoder_2.", Component::TextEncoder2),
         // Files holding one component in its own naming (diffusers / transformers / VAE-only).
         ("text_model.", Component::TextEncoder),
         ("encoder.", Component::Vae),

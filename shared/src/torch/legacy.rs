@@ -17,8 +17,8 @@ use crate::value::{ObjectGraph, Value};
 struct Deferred;
 
 impl StorageLocator for Deferred {
-    fn locate(&mut self, _key: &str, _nbytes: u64) -> Result<DataLocation, String> {
-        Ok(DataLocation::Pending)
+    fn locate(&mut self, _key: &str, _nbytes: u64) -> Result<(DataLocation, Option<u32>), String> {
+        Ok((DataLocation::Pending, None))
     }
 }
 

@@ -15,7 +15,8 @@ use std::collections::HashMap;
 /// Resolves a storage key to where its bytes are.
 pub(crate) trait StorageLocator {
     /// Locate storage `key` of `nbytes` bytes, or explain why it cannot be.
-    fn locate(&mut self, key: &str, nbytes: u64) -> Result<DataLocation, String>;
+    /// The CRC-32 comes along when the container has one for exactly those bytes.
+    fn locate(&mut self, key: &str, nbytes: u64) -> Result<(DataLocation, Option<u32>), String>;
 }
 
 /// A legacy storage view: `(view value, root key, element offset)`, resolved once roots are located.
@@ -250,7 +251,7 @@ impl<L: StorageLocator> Hooks for TorchHooks<L> {
                 let nbytes = numel
                     .checked_mul(dtype.size())
                     .ok_or_else(|| format!("storage '{key}' size overflows"))?;
-                let data = self.locator.locate(&key, nbytes)?;
+                let (data, crc32) = self.locator.locate(&key, nbytes)?;
                 let id = graph.push(Value::Storage(Box::new(StorageRef {
                     key: key.clone(),
                     dtype,
@@ -258,6 +259,7 @@ impl<L: StorageLocator> Hooks for TorchHooks<L> {
                     location,
                     data,
                     untyped,
+                    crc32,
                 })));
                 self.storages.insert(key.clone(), id);
                 id
@@ -282,6 +284,7 @@ impl<L: StorageLocator> Hooks for TorchHooks<L> {
                         location: graph.as_str(items[3]).unwrap_or("?").to_string(),
                         data: DataLocation::Pending,
                         untyped,
+                        crc32: None,
                     })));
                     self.views.push(PendingView {
                         view: id,

@@ -15,7 +15,7 @@ struct ZipStorages<'a> {
 }
 
 impl StorageLocator for ZipStorages<'_> {
-    fn locate(&mut self, key: &str, nbytes: u64) -> Result<DataLocation, String> {
+    fn locate(&mut self, key: &str, nbytes: u64) -> Result<(DataLocation, Option<u32>), String> {
         let name = format!("{}/data/{key}", self.prefix);
         let entry = self
             .archive
@@ -27,17 +27,24 @@ impl StorageLocator for ZipStorages<'_> {
                 entry.size
             ));
         }
+        let crc = (entry.size == nbytes).then_some(entry.crc32);
         Ok(match entry.compression {
-            Compression::Stored => DataLocation::Range {
-                offset: entry.data_offset,
-                len: nbytes,
-            },
-            _ => DataLocation::Deflated {
-                entry: name,
-                offset: entry.data_offset,
-                compressed_len: entry.compressed_size,
-                len: nbytes,
-            },
+            Compression::Stored => (
+                DataLocation::Range {
+                    offset: entry.data_offset,
+                    len: nbytes,
+                },
+                crc,
+            ),
+            _ => (
+                DataLocation::Deflated {
+                    entry: name,
+                    offset: entry.data_offset,
+                    compressed_len: entry.compressed_size,
+                    len: nbytes,
+                },
+                crc,
+            ),
         })
     }
 }

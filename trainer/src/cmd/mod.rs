@@ -1,7 +1,12 @@
 //! One module per subcommand; each returns the process exit code.
 
+pub mod diff;
+mod inputs;
 pub mod inspect;
+mod rewrite;
 pub mod scan;
+pub mod shortcuts;
+pub mod stats;
 
 use ldmkit_core::source::{FileSource, SharedSource};
 use std::path::Path;

@@ -1,0 +1,131 @@
+//! Opened inputs, and the state dict each one holds.
+
+use super::{Entry, Origin, Tree, Working};
+use crate::checkpoint::Checkpoint;
+use crate::container::detect::Format;
+use crate::error::{Error, Result};
+use crate::plan::LazyTensor;
+use crate::source::SharedSource;
+use crate::value::{ObjectGraph, Value, ValueId};
+use indexmap::IndexMap;
+
+/// Every checkpoint file a rewrite reads; plans refer to them by index.
+#[derive(Default)]
+pub struct Inputs {
+    checkpoints: Vec<Checkpoint>,
+}
+
+/// One input as a user names it: a checkpoint file, or a diffusers folder (one file per
+/// component, its keys prefixed `unet.`, `vae.`, `text_encoder.`).
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// `(key prefix, checkpoint index)`; the prefix is empty for a single file.
+    pub files: Vec<(String, usize)>,
+}
+
+impl Inputs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add an opened checkpoint; returns its index.
+    pub fn add(&mut self, checkpoint: Checkpoint) -> usize {
+        self.checkpoints.push(checkpoint);
+        self.checkpoints.len() - 1
+    }
+
+    pub fn checkpoint(&self, index: usize) -> &Checkpoint {
+        &self.checkpoints[index]
+    }
+
+    /// The byte sources, by index (what the executor reads).
+    pub fn sources(&self) -> Vec<SharedSource> {
+        self.checkpoints.iter().map(|c| c.source.clone()).collect()
+    }
+
+    /// The working checkpoint an input starts as.
+    pub fn working(&self, input: &Input) -> Result<Working> {
+        let mut work = Working::default();
+        for (prefix, index) in &input.files {
+            let ckpt = &self.checkpoints[*index];
+            let sd = find_state_dict(&ckpt.graph, ckpt.root)
+                .ok_or_else(|| Error::op("holds no state dict (no dict of tensors)"))?;
+            let torch = ckpt.format != Format::Safetensors;
+            if input.files.len() == 1 && torch {
+                work.container = Some(Origin {
+                    input: *index,
+                    id: sd,
+                });
+                if sd != ckpt.root {
+                    work.tree = Some(Tree {
+                        input: *index,
+                        state_dict: sd,
+                    });
+                }
+            }
+            entries(ckpt, *index, sd, prefix, &mut work.state_dict)?;
+        }
+        Ok(work)
+    }
+}
+
+/// The dict of tensors in a checkpoint: `state_dict` (nested ones too), the root itself,
+/// or a `model`/`module` wrapper.
+pub fn find_state_dict(graph: &ObjectGraph, root: ValueId) -> Option<ValueId> {
+    let mut at = root;
+    while let Some(inner) = graph.dict_get(at, "state_dict") {
+        if graph.dict_items(inner).is_none() {
+            break;
+        }
+        at = inner;
+    }
+    let holds_tensors = |id: ValueId| {
+        graph.dict_items(id).is_some_and(|items| {
+            items
+                .iter()
+                .any(|&(_, v)| matches!(graph.get(v), Value::Tensor(_)))
+        })
+    };
+    if holds_tensors(at) {
+        return Some(at);
+    }
+    ["model", "module"]
+        .iter()
+        .filter_map(|k| graph.dict_get(root, k))
+        .find(|&id| holds_tensors(id))
+}
+
+fn entries(
+    ckpt: &Checkpoint,
+    input: usize,
+    sd: ValueId,
+    prefix: &str,
+    out: &mut IndexMap<String, Entry>,
+) -> Result<()> {
+    let graph = &ckpt.graph;
+    for &(k, v) in graph.dict_items(sd).unwrap_or(&[]) {
+        let Value::Tensor(t) = graph.get(v) else {
+            continue;
+        };
+        let Some(key) = graph.as_str(k) else {
+            return Err(Error::op(format!(
+                "state dict has a non-string key {}",
+                graph.key_segment(k)
+            )));
+        };
+        let name = if prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let tensor = LazyTensor::stored(input, t, ckpt.storage(t));
+        let entry = Entry {
+            tensor,
+            origin: Some(Origin { input, id: v }),
+        };
+        if out.insert(name.clone(), entry).is_some() {
+            return Err(Error::op(format!("key '{name}' appears twice")));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! Evaluating lazy tensors, a chunk of elements at a time.
+//!
+//! Memory stays bounded by the chunk, not the tensor: element-wise expressions (casts,
+//! weighted sums, add difference, slices) read exactly the element range they produce.
+//! Only a transpose or a strided gather needs a whole tensor or storage span, and those are
+//! capped ([`MAX_MATERIALIZED`]); they occur for small tensors (OpenCLIP's text projection,
+//! odd views).
+//!
+//! Arithmetic follows torch on CPU: float32 inputs are computed in float32 with the scalar
+//! rounded to float32 (so `(1-α)·a + α·b` equals torch's result bit for bit); float64 in
+//! float64; float16/bfloat16 are widened to float32 and rounded once at the end. Casts round
+//! to nearest even, as torch does.
+
+use super::lazy::{LazyData, LazyTensor};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::source::{read_vec, SharedSource};
+use crate::tensor::{DataLocation, TensorRef};
+use half::{bf16, f16};
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+
+/// The most bytes a transpose, strided gather or compressed storage may pull into memory.
+pub const MAX_MATERIALIZED: u64 = 1 << 30;
+
+/// Non-finite values found in computed outputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NonFinite {
+    pub nan: u64,
+    pub inf: u64,
+}
+
+/// Reads lazy tensors' elements from the inputs.
+pub struct ElementReader<'a> {
+    inputs: &'a [SharedSource],
+    /// Whole tensors or storages pulled into memory (transposes, deflated storages), keyed
+    /// by the address of their data so repeated chunks reuse them.
+    materialized: HashMap<usize, Arc<Vec<u8>>>,
+}
+
+impl<'a> ElementReader<'a> {
+    pub fn new(inputs: &'a [SharedSource]) -> Self {
+        ElementReader {
+            inputs,
+            materialized: HashMap::new(),
+        }
+    }
+
+    /// Append the bytes of elements `start..start + count` of `tensor` (row-major, in its
+    /// dtype) to `out`.
+    pub fn read_bytes(
+        &mut self,
+        tensor: &LazyTensor,
+        start: u64,
+        count: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let size = tensor.dtype.size();
+        if tensor.dtype.bits() % 8 != 0 {
+            return Err(Error::op(format!(
+                "{} tensors cannot be rewritten element-wise",
+                tensor.dtype.torch_name()
+            )));
+        }
+        match &*tensor.data {
+            LazyData::Stored {
+                input,
+                storage,
+                strides,
+                storage_offset,
+            } => {
+                let contiguous = TensorRef::contiguous_strides(&tensor.shape);
+                let dense = tensor
+                    .shape
+                    .iter()
+                    .zip(strides.iter().zip(&contiguous))
+                    .all(|(&n, (&s, &c))| n == 1 || s == c);
+                if dense {
+                    let first = storage_offset + start;
+                    self.storage_bytes(*input, storage, first * size, count * size, out)
+                } else {
+                    let index = element_indices(&tensor.shape, strides, start, count);
+                    let (lo, hi) = match (index.iter().min(), index.iter().max()) {
+                        (Some(&lo), Some(&hi)) => (lo, hi),
+                        _ => return Ok(()),
+                    };
+                    let base = storage_offset + lo;
+                    let span = (hi - lo + 1) * size;
+                    check_materialized(span)?;
+                    let mut buf = Vec::with_capacity(span as usize);
+                    self.storage_bytes(*input, storage, base * size, span, &mut buf)?;
+                    for i in index {
+                        let at = ((i - lo) * size) as usize;
+                        out.extend_from_slice(&buf[at..at + size as usize]);
+                    }
+                    Ok(())
+                }
+            }
+            LazyData::Reshape(source) => self.read_bytes(source, start, count, out),
+            LazyData::Slice {
+                source,
+                start: first,
+            } => self.read_bytes(source, first + start, count, out),
+            LazyData::Concat(parts) => {
+                let (mut at, end) = (start, start + count);
+                let mut base = 0;
+                for p in parts {
+                    let n = p.numel();
+                    if at < base + n && at < end {
+                        let take = (base + n).min(end) - at;
+                        self.read_bytes(p, at - base, take, out)?;
+                        at += take;
+                    }
+                    base += n;
+                }
+                Ok(())
+            }
+            LazyData::Constant(bytes) => {
+                let (a, b) = ((start * size) as usize, ((start + count) * size) as usize);
+                out.extend_from_slice(&bytes[a..b]);
+                Ok(())
+            }
+            LazyData::Transpose(source) => {
+                let whole = self.materialize(source)?;
+                let [rows, cols] = source.shape[..] else {
+                    return Err(Error::op("transpose of a tensor that is not 2-D"));
+                };
+                // Output element k = (i, j) of the [cols, rows] result = source (j, i).
+                for k in start..start + count {
+                    let (i, j) = (k / rows, k % rows);
+                    let at = ((j * cols + i) * size) as usize;
+                    out.extend_from_slice(&whole[at..at + size as usize]);
+                }
+                Ok(())
+            }
+            _ => {
+                let values = self.read_values(tensor, start, count)?;
+                encode(&values, tensor.dtype, out)
+            }
+        }
+    }
+
+    /// Elements `start..start + count` of `tensor` as numbers (f64 holds every value of the
+    /// float and integer types up to 32 bits exactly).
+    pub fn read_values(&mut self, tensor: &LazyTensor, start: u64, count: u64) -> Result<Vec<f64>> {
+        match &*tensor.data {
+            LazyData::Cast(source) => self.read_values(source, start, count),
+            LazyData::WeightedSum { a, b, alpha } => {
+                let (x, y) = (
+                    self.read_values(a, start, count)?,
+                    self.read_values(b, start, count)?,
+                );
+                Ok(if tensor.dtype == DType::Float64 {
+                    x.iter()
+                        .zip(&y)
+                        .map(|(x, y)| (1.0 - alpha) * x + alpha * y)
+                        .collect()
+                } else {
+                    let (wa, wb) = ((1.0 - alpha) as f32, *alpha as f32);
+                    x.iter()
+                        .zip(&y)
+                        .map(|(&x, &y)| (wa * x as f32 + wb * y as f32) as f64)
+                        .collect()
+                })
+            }
+            LazyData::AddDifference { a, b, c, alpha } => {
+                let x = self.read_values(a, start, count)?;
+                let y = self.read_values(b, start, count)?;
+                let z = self.read_values(c, start, count)?;
+                Ok(if tensor.dtype == DType::Float64 {
+                    (0..x.len()).map(|i| x[i] + (y[i] - z[i]) * alpha).collect()
+                } else {
+                    let w = *alpha as f32;
+                    (0..x.len())
+                        .map(|i| (x[i] as f32 + (y[i] as f32 - z[i] as f32) * w) as f64)
+                        .collect()
+                })
+            }
+            _ => {
+                let mut bytes = Vec::with_capacity((count * tensor.dtype.size()) as usize);
+                self.read_bytes(tensor, start, count, &mut bytes)?;
+                decode(&bytes, tensor.dtype)
+            }
+        }
+    }
+
+    fn storage_bytes(
+        &mut self,
+        input: usize,
+        storage: &crate::tensor::StorageRef,
+        offset: u64,
+        len: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let source = self
+            .inputs
+            .get(input)
+            .ok_or_else(|| Error::op(format!("input {input} is not open")))?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| storage.nbytes().is_some_and(|n| e <= n))
+            .ok_or_else(|| Error::torch(format!("view reaches past storage '{}'", storage.key)))?;
+        match &storage.data {
+            DataLocation::Range { offset: at, .. } => {
+                out.extend_from_slice(&read_vec(source.as_ref(), at + offset, len)?);
+                Ok(())
+            }
+            DataLocation::Deflated {
+                entry,
+                offset: at,
+                compressed_len,
+                len: full,
+            } => {
+                let key = storage as *const _ as usize ^ (*at as usize);
+                let whole = match self.materialized.get(&key) {
+                    Some(w) => w.clone(),
+                    None => {
+                        check_materialized(*full)?;
+                        let packed = read_vec(source.as_ref(), *at, *compressed_len)?;
+                        let mut data = Vec::with_capacity(*full as usize);
+                        flate2::read::DeflateDecoder::new(&packed[..])
+                            .take(*full)
+                            .read_to_end(&mut data)
+                            .map_err(|e| Error::zip(format!("{entry}: {e}")))?;
+                        if (data.len() as u64) < *full {
+                            return Err(Error::zip(format!("{entry}: inflates short")));
+                        }
+                        let data = Arc::new(data);
+                        self.materialized.insert(key, data.clone());
+                        data
+                    }
+                };
+                out.extend_from_slice(&whole[offset as usize..end as usize]);
+                Ok(())
+            }
+            DataLocation::Pending => Err(Error::torch(format!(
+                "storage '{}' was never located",
+                storage.key
+            ))),
+        }
+    }
+
+    fn materialize(&mut self, tensor: &LazyTensor) -> Result<Arc<Vec<u8>>> {
+        let key = Arc::as_ptr(&tensor.data) as usize;
+        if let Some(m) = self.materialized.get(&key) {
+            return Ok(m.clone());
+        }
+        check_materialized(tensor.nbytes())?;
+        let mut all = Vec::with_capacity(tensor.nbytes() as usize);
+        self.read_bytes(tensor, 0, tensor.numel(), &mut all)?;
+        let all = Arc::new(all);
+        self.materialized.insert(key, all.clone());
+        Ok(all)
+    }
+}
+
+fn check_materialized(bytes: u64) -> Result<()> {
+    if bytes > MAX_MATERIALIZED {
+        return Err(Error::Limit(format!(
+            "operation needs {bytes} bytes in memory at once (cap {MAX_MATERIALIZED})"
+        )));
+    }
+    Ok(())
+}
+
+/// Storage element indices (relative to the view's offset) of row-major elements
+/// `start..start + count`.
+fn element_indices(shape: &[u64], strides: &[u64], start: u64, count: u64) -> Vec<u64> {
+    let contiguous = TensorRef::contiguous_strides(shape);
+    (start..start + count)
+        .map(|k| {
+            let mut rest = k;
+            let mut at = 0;
+            for ((&c, &s), &n) in contiguous.iter().zip(strides).zip(shape) {
+                let i = if n == 0 { 0 } else { rest / c };
+                rest -= i * c;
+                at += i * s;
+            }
+            at
+        })
+        .collect()
+}
+
+/// Numbers from little-endian bytes of `dtype`.
+pub fn decode(bytes: &[u8], dtype: DType) -> Result<Vec<f64>> {
+    macro_rules! le {
+        ($t:ty, $n:expr, $f:expr) => {
+            bytes
+                .chunks_exact($n)
+                .map(|c| $f(<$t>::from_le_bytes(c.try_into().unwrap())))
+                .collect()
+        };
+    }
+    Ok(match dtype {
+        DType::Float64 => le!(f64, 8, |v| v),
+        DType::Float32 => le!(f32, 4, |v: f32| v as f64),
+        DType::Float16 => le!(u16, 2, |v| f16::from_bits(v).to_f64()),
+        DType::BFloat16 => le!(u16, 2, |v| bf16::from_bits(v).to_f64()),
+        DType::Int64 => le!(i64, 8, |v| v as f64),
+        DType::Int32 => le!(i32, 4, |v| v as f64),
+        DType::Int16 => le!(i16, 2, |v| v as f64),
+        DType::Int8 => le!(i8, 1, |v| v as f64),
+        DType::UInt64 => le!(u64, 8, |v| v as f64),
+        DType::UInt32 => le!(u32, 4, |v| v as f64),
+        DType::UInt16 => le!(u16, 2, |v| v as f64),
+        DType::UInt8 | DType::Bool => le!(u8, 1, |v| v as f64),
+        other => {
+            return Err(Error::op(format!(
+                "{} values cannot be computed with",
+                other.torch_name()
+            )))
+        }
+    })
+}
+
+/// Little-endian bytes of `dtype` from numbers (floats round to nearest even).
+pub fn encode(values: &[f64], dtype: DType, out: &mut Vec<u8>) -> Result<()> {
+    out.reserve(values.len() * dtype.size() as usize);
+    match dtype {
+        DType::Float64 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        DType::Float32 => values
+            .iter()
+            .for_each(|&v| out.extend_from_slice(&(v as f32).to_le_bytes())),
+        DType::Float16 => values
+            .iter()
+            .for_each(|&v| out.extend_from_slice(&f16::from_f64(v).to_bits().to_le_bytes())),
+        DType::BFloat16 => values
+            .iter()
+            .for_each(|&v| out.extend_from_slice(&bf16::from_f64(v).to_bits().to_le_bytes())),
+        other => {
+            return Err(Error::op(format!(
+                "cannot compute {} values",
+                other.torch_name()
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Count NaN and infinite values in computed little-endian bytes.
+pub fn count_non_finite(bytes: &[u8], dtype: DType, into: &mut NonFinite) {
+    let mut tally = |v: f64| {
+        if v.is_nan() {
+            into.nan += 1;
+        } else if v.is_infinite() {
+            into.inf += 1;
+        }
+    };
+    if matches!(
+        dtype,
+        DType::Float64 | DType::Float32 | DType::Float16 | DType::BFloat16
+    ) {
+        if let Ok(values) = decode(bytes, dtype) {
+            values.into_iter().for_each(&mut tally);
+        }
+    }
+}

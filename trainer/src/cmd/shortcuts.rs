@@ -1,0 +1,92 @@
+//! The rewrite commands: each builds its recipe and hands it to [`super::rewrite::run`].
+
+use super::rewrite;
+use super::EXIT_ERROR;
+use crate::cli::*;
+use ldmkit_core::ops::EmaMode;
+use ldmkit_core::recipe::{parse_dtype, presets, Layout, Recipe};
+use ldmkit_core::DType;
+
+fn dtype(arg: &Option<String>) -> Result<Option<DType>, u8> {
+    match arg {
+        None => Ok(None),
+        Some(s) => parse_dtype(s).map(Some).ok_or_else(|| {
+            eprintln!("error: --dtype takes f16, bf16 or f32, not '{s}'");
+            EXIT_ERROR
+        }),
+    }
+}
+
+fn ema(use_ema: bool, keep: bool) -> EmaMode {
+    match (use_ema, keep) {
+        (true, _) => EmaMode::Use,
+        (_, true) => EmaMode::Keep,
+        _ => EmaMode::Drop,
+    }
+}
+
+macro_rules! dtype_or_exit {
+    ($e:expr) => {
+        match dtype($e) {
+            Ok(d) => d,
+            Err(code) => return code,
+        }
+    };
+}
+
+pub fn strip(a: &StripArgs) -> u8 {
+    let r = presets::strip(ema(a.ema, false), dtype_or_exit!(&a.dtype));
+    rewrite::run(&r, &[a.input.clone()], &a.out)
+}
+
+pub fn merge(a: &MergeArgs) -> u8 {
+    let r = presets::merge(ema(a.ema, a.keep_ema), dtype_or_exit!(&a.dtype));
+    rewrite::run(&r, &[a.training.clone(), a.base.clone()], &a.out)
+}
+
+pub fn graft(a: &GraftArgs) -> u8 {
+    let r = presets::graft(a.force);
+    rewrite::run(&r, &[a.base.clone(), a.training.clone()], &a.out)
+}
+
+pub fn convert(a: &ConvertArgs) -> u8 {
+    let layout = Layout::parse(&a.layout).expect("clap checks the value");
+    let r = presets::convert(layout, ema(a.ema, false), dtype_or_exit!(&a.dtype));
+    rewrite::run(&r, &[a.input.clone()], &a.out)
+}
+
+pub fn weighted_sum(a: &WeightedSumArgs) -> u8 {
+    let r = presets::weighted_sum(a.alpha, dtype_or_exit!(&a.dtype));
+    rewrite::run(&r, &[a.a.clone(), a.b.clone()], &a.out)
+}
+
+pub fn add_difference(a: &AddDifferenceArgs) -> u8 {
+    let r = presets::add_difference(a.alpha, dtype_or_exit!(&a.dtype));
+    rewrite::run(&r, &[a.a.clone(), a.b.clone(), a.c.clone()], &a.out)
+}
+
+pub fn bake_vae(a: &BakeVaeArgs) -> u8 {
+    let r = presets::bake_vae(dtype_or_exit!(&a.dtype));
+    rewrite::run(&r, &[a.model.clone(), a.vae.clone()], &a.out)
+}
+
+pub fn apply(a: &ApplyArgs) -> u8 {
+    let text = if a.recipe.contains("#recipe=") {
+        a.recipe.clone()
+    } else {
+        match std::fs::read_to_string(&a.recipe) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {}: {e}", a.recipe);
+                return EXIT_ERROR;
+            }
+        }
+    };
+    match Recipe::parse_any(text.trim()) {
+        Ok(r) => rewrite::run(&r, &a.inputs, &a.out),
+        Err(e) => {
+            eprintln!("error: {}: {e}", a.recipe);
+            EXIT_ERROR
+        }
+    }
+}
