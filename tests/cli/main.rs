@@ -5,11 +5,17 @@
 //! - `interop`: for every fixture, `inspect --json` lists exactly the tensors a Python walk
 //!   of `torch.load` finds (golden files from tests/python/walk.py; live when LDMKIT_PYTHON
 //!   names a Python with torch, as CI does).
+//! - `rewrite`: strip, merge, graft, casts and A1111 merges equal the seed's Python method
+//!   (tests/python/seed.py) bit for bit, outputs load in torch (weights-only, mmap) and
+//!   safetensors, a graft resumes in Lightning, `convert` equals diffusers' own converters,
+//!   and `apply` equals every shortcut byte for byte. The Python checks run when
+//!   LDMKIT_PYTHON names the test venv's Python (CI sets it).
 //! - `hostile`: the hostile corpus: nothing executes, every file gets a clear one-line error
 //!   or a correct report, within bounded memory.
 
 mod hostile;
 mod inspect;
 mod interop;
+mod rewrite;
 mod scan;
 mod util;

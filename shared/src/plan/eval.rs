@@ -324,12 +324,13 @@ pub fn encode(values: &[f64], dtype: DType, out: &mut Vec<u8>) -> Result<()> {
         DType::Float32 => values
             .iter()
             .for_each(|&v| out.extend_from_slice(&(v as f32).to_le_bytes())),
+        // Through f32, as torch's Half(double) and BFloat16(double) constructors go.
         DType::Float16 => values
             .iter()
-            .for_each(|&v| out.extend_from_slice(&f16::from_f64(v).to_bits().to_le_bytes())),
-        DType::BFloat16 => values
-            .iter()
-            .for_each(|&v| out.extend_from_slice(&bf16::from_f64(v).to_bits().to_le_bytes())),
+            .for_each(|&v| out.extend_from_slice(&f16::from_f32(v as f32).to_bits().to_le_bytes())),
+        DType::BFloat16 => values.iter().for_each(|&v| {
+            out.extend_from_slice(&bf16::from_f32(v as f32).to_bits().to_le_bytes())
+        }),
         other => {
             return Err(Error::op(format!(
                 "cannot compute {} values",

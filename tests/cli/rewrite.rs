@@ -1,0 +1,461 @@
+//! Rewrites checked against the reference libraries.
+
+use crate::util::{checkpoints_in, fixture, ldmkit, repo, stderr, stdout};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The test venv's Python, when the environment names one (CI does).
+fn python() -> Option<PathBuf> {
+    let p = std::env::var_os("LDMKIT_PYTHON")?;
+    Some(PathBuf::from(p))
+}
+
+fn py(script: &str, args: &[&str]) -> Option<Output> {
+    let python = python()?;
+    Some(
+        Command::new(python)
+            .arg(repo().join("tests/python").join(script))
+            .args(args)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .expect("run python"),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed\nstdout: {}\nstderr: {}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// Run `ldmkit ARGS -o OUT`, asserting success.
+fn rewrite(args: &[&str], out: &Path) {
+    let mut all = args.to_vec();
+    all.extend(["-o", s(out)]);
+    ok(&ldmkit(&all), &format!("ldmkit {}", all.join(" ")));
+}
+
+/// `ldmkit ARGS -o NAME` equals `seed.py ARGS NAME` (the seed's Python method), with our
+/// file loaded by compare.py under `load` flags (weights-only, mmap, whole tree).
+fn equals_seed(dir: &Path, name: &str, args: &[&str], load: &[&str]) {
+    let mine = dir.join(name);
+    rewrite(args, &mine);
+    if python().is_none() {
+        return;
+    }
+    let reference = dir.join(format!("seed-{name}"));
+    let mut seed = args.to_vec();
+    seed.push(s(&reference));
+    ok(
+        &py("seed.py", &seed).unwrap(),
+        &format!("seed.py {}", seed.join(" ")),
+    );
+    let mut cmp = vec![s(&mine), s(&reference)];
+    cmp.extend(load);
+    ok(
+        &py("compare.py", &cmp).unwrap(),
+        &format!("compare.py {}", cmp.join(" ")),
+    );
+}
+
+#[test]
+fn strip_merge_graft_equal_the_seed_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let training = fixture("sd1_training.ckpt");
+    let release = fixture("sd1_release.ckpt");
+    let release_st = fixture("sd1_release.safetensors");
+    let (t, r, rs) = (s(&training), s(&release), s(&release_st));
+    let torch_strict = ["--weights-only", "--mmap", "--tree"];
+    let fp16 = fixture("release_fp16.ckpt");
+    let f16 = s(&fp16);
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("strip.ckpt", &["strip", t], &torch_strict),
+        ("strip-ema.ckpt", &["strip", t, "--ema"], &torch_strict),
+        (
+            "strip-f16.safetensors",
+            &["strip", t, "--dtype", "f16"],
+            &[],
+        ),
+        (
+            "strip-ema-bf16.ckpt",
+            &["strip", t, "--ema", "--dtype", "bf16"],
+            &torch_strict,
+        ),
+        ("merge.ckpt", &["merge", t, r], &torch_strict),
+        ("merge-st.ckpt", &["merge", t, rs], &torch_strict),
+        (
+            "merge-ema-f16.safetensors",
+            &["merge", t, r, "--ema", "--dtype", "f16"],
+            &[],
+        ),
+        (
+            "merge-keep-ema.ckpt",
+            &["merge", t, r, "--keep-ema"],
+            &torch_strict,
+        ),
+        (
+            "merge-f32.ckpt",
+            &["merge", f16, r, "--dtype", "f32"],
+            &torch_strict,
+        ),
+        // A graft keeps OmegaConf hyper-parameters, which the weights-only loader refuses.
+        ("graft.ckpt", &["graft", r, t], &["--tree", "--mmap"]),
+    ];
+    for (name, args, load) in cases {
+        equals_seed(d, name, args, load);
+    }
+}
+
+#[test]
+fn arithmetic_merges_equal_a1111_formulas() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let release = fixture("sd1_release.ckpt");
+    let fp16 = fixture("release_fp16.ckpt");
+    // A second model that differs from the release: the training run's EMA weights.
+    let ema = d.join("ema.safetensors");
+    rewrite(&["strip", s(&fixture("sd1_training.ckpt")), "--ema"], &ema);
+    let (r, e, h) = (s(&release), s(&ema), s(&fp16));
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (
+            "ws.safetensors",
+            &["weighted-sum", r, e, "--alpha", "0.3"],
+            &[],
+        ),
+        (
+            "ws-f16.ckpt",
+            &["weighted-sum", r, e, "--alpha", "0.75", "--dtype", "f16"],
+            &["--weights-only", "--mmap"],
+        ),
+        (
+            "ws-half.safetensors",
+            &["weighted-sum", h, e, "--alpha", "0.5"],
+            &[],
+        ),
+        (
+            "ad.safetensors",
+            &["add-difference", r, e, h, "--alpha", "0.5"],
+            &[],
+        ),
+    ];
+    for (name, args, load) in cases {
+        equals_seed(d, name, args, load);
+    }
+}
+
+#[test]
+fn grafted_checkpoint_resumes_in_lightning() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let training = fixture("sd1_training.ckpt");
+    // A base whose weights differ from the training run's, so the graft is visible.
+    let ema_base = d.join("ema-base.safetensors");
+    rewrite(&["strip", s(&training), "--ema"], &ema_base);
+    let grafted = d.join("grafted.ckpt");
+    rewrite(&["graft", s(&ema_base), s(&training)], &grafted);
+    let inspected = ldmkit(&["inspect", "--json", s(&grafted)]);
+    ok(&inspected, "inspect grafted");
+    let Some(out) = py(
+        "resume_lightning.py",
+        &[s(&grafted), "--expect-weights", s(&ema_base)],
+    ) else {
+        return;
+    };
+    ok(&out, "resume_lightning.py");
+    assert!(stdout(&out).contains("resumed: step"), "{}", stdout(&out));
+}
+
+/// The keys a conversion round trip may lose: what the diffusers layout has no place for.
+fn may_be_lost(key: &str) -> bool {
+    ldmkit_core::model::components::SCHEDULE_BUFFERS.contains(&key)
+        || key == "cond_stage_model.model.logit_scale"
+        || key == "cond_stage_model.model.text_projection"
+        || key.starts_with("cond_stage_model.model.transformer.resblocks.2.")
+}
+
+#[test]
+fn convert_agrees_with_diffusers_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for v in ["sd1", "sd2"] {
+        let ldm = fixture(&format!("layouts/{v}_tiny_ldm.safetensors"));
+        let config = fixture(&format!("layouts/{v}_config.json"));
+        let folder = d.join(format!("{v}-diffusers"));
+        rewrite(&["convert", s(&ldm), "--layout", "diffusers"], &folder);
+        for file in [
+            "unet/config.json",
+            "vae/config.json",
+            "text_encoder/config.json",
+            "model_index.json",
+        ] {
+            assert!(folder.join(file).is_file(), "{v}: no {file}");
+        }
+        let back = d.join(format!("{v}-back.ckpt"));
+        rewrite(&["convert", s(&folder), "--layout", "ldm"], &back);
+        if python().is_none() {
+            continue;
+        }
+        let reference = d.join(format!("{v}-reference"));
+        ok(
+            &py(
+                "diffusers_ref.py",
+                &[s(&ldm), s(&reference), "--config", s(&config)],
+            )
+            .unwrap(),
+            "diffusers_ref.py",
+        );
+        for part in [
+            "unet/diffusion_pytorch_model",
+            "vae/diffusion_pytorch_model",
+            "text_encoder/model",
+        ] {
+            let ours = folder.join(format!("{part}.safetensors"));
+            let theirs = reference.join(format!("{part}.safetensors"));
+            ok(
+                &py("compare.py", &[s(&ours), s(&theirs)]).unwrap(),
+                &format!("{v} {part}"),
+            );
+        }
+        ok(
+            &py("load_diffusers.py", &[s(&folder), "--config", s(&config)]).unwrap(),
+            "load_diffusers.py",
+        );
+        // Back in the original layout: every tensor as it was, minus what diffusers drops.
+        let cmp = py(
+            "compare.py",
+            &[s(&back), s(&ldm), "--weights-only", "--mmap"],
+        )
+        .unwrap();
+        for line in stdout(&cmp).lines() {
+            let lost = line.strip_suffix(": only in B").is_some_and(may_be_lost);
+            assert!(lost, "{v}: round trip: {line}");
+        }
+    }
+}
+
+/// Every file under `root`, relative, with its bytes.
+fn tree_bytes(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    if root.is_file() {
+        return vec![(PathBuf::new(), std::fs::read(root).unwrap())];
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn apply_equals_every_shortcut_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let training = fixture("sd1_training.ckpt");
+    let release = fixture("sd1_release.ckpt");
+    let vae_only = fixture("sd1_release.safetensors");
+    let layout = fixture("layouts/sd1_tiny_ldm.safetensors");
+    let (t, r, v, l) = (s(&training), s(&release), s(&vae_only), s(&layout));
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (
+            "strip.safetensors",
+            &["strip", "--ema", "--dtype", "f16"],
+            &[t],
+        ),
+        ("merge.ckpt", &["merge", "--dtype", "bf16"], &[t, r]),
+        ("graft.ckpt", &["graft"], &[r, t]),
+        (
+            "ws.safetensors",
+            &["weighted-sum", "--alpha", "0.4"],
+            &[r, t],
+        ),
+        ("ad.ckpt", &["add-difference", "--alpha", "1.0"], &[r, t, r]),
+        ("baked.ckpt", &["bake-vae"], &[r, v]),
+        (
+            "diffusers",
+            &["convert", "--layout", "diffusers", "--dtype", "f16"],
+            &[l],
+        ),
+    ];
+    for (name, command, inputs) in cases {
+        let shortcut = d.join(format!("shortcut-{name}"));
+        let mut args: Vec<&str> = vec![command[0]];
+        args.extend(inputs.iter());
+        args.extend(&command[1..]);
+        rewrite(&args, &shortcut);
+        let mut print = args.clone();
+        print.push("--print-recipe");
+        let printed = ldmkit(&print);
+        ok(&printed, "--print-recipe");
+        let text = stdout(&printed);
+        let recipe_file = d.join(format!("{name}.recipe"));
+        std::fs::write(&recipe_file, &text).unwrap();
+        let link = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# link: "))
+            .expect("link printed")
+            .to_string();
+        for (i, recipe) in [s(&recipe_file), link.as_str()].into_iter().enumerate() {
+            let applied = d.join(format!("applied{i}-{name}"));
+            let mut apply = vec!["apply", recipe];
+            apply.extend(inputs.iter());
+            rewrite(&apply, &applied);
+            assert!(
+                tree_bytes(&applied) == tree_bytes(&shortcut),
+                "{name}: apply {recipe} differs from the shortcut"
+            );
+        }
+    }
+}
+
+#[test]
+fn rewrites_refuse_bad_requests_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let copy = d.join("model.ckpt");
+    std::fs::copy(fixture("sd1_release.ckpt"), &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "strip".into(),
+                s(&copy).into(),
+                "-o".into(),
+                s(&copy).into(),
+            ],
+            "refusing to overwrite the input",
+        ),
+        (
+            vec![
+                "strip".into(),
+                s(&copy).into(),
+                "-o".into(),
+                s(&d.join("x.onnx")).into(),
+            ],
+            "unknown output type",
+        ),
+        (
+            vec![
+                "strip".into(),
+                s(&copy).into(),
+                "--ema".into(),
+                "-o".into(),
+                s(&d.join("e.ckpt")).into(),
+            ],
+            "has no EMA weights",
+        ),
+        (
+            vec![
+                "strip".into(),
+                s(&copy).into(),
+                "--dtype".into(),
+                "f8".into(),
+                "-o".into(),
+                s(&d.join("f.ckpt")).into(),
+            ],
+            "--dtype takes",
+        ),
+        (
+            vec![
+                "merge".into(),
+                s(&copy).into(),
+                s(&fixture("hostile/MANIFEST.json")).into(),
+                "-o".into(),
+                s(&d.join("m.ckpt")).into(),
+            ],
+            "MANIFEST.json",
+        ),
+        (
+            vec![
+                "graft".into(),
+                s(&fixture("sdxl_like.safetensors")).into(),
+                s(&fixture("sd1_training.ckpt")).into(),
+                "-o".into(),
+                s(&d.join("g.ckpt")).into(),
+            ],
+            "differ in shape or dtype",
+        ),
+        (
+            vec![
+                "convert".into(),
+                s(&fixture("shared_views.pt")).into(),
+                "--layout".into(),
+                "diffusers".into(),
+                "-o".into(),
+                s(&d.join("dd")).into(),
+            ],
+            "no place in the target layout",
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = ldmkit(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read(&copy).unwrap(), before, "input changed");
+    let left: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("model.ckpt")],
+        "left behind: {left:?}"
+    );
+}
+
+#[test]
+fn hostile_inputs_are_refused_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    for file in checkpoints_in(&fixture("hostile")) {
+        let _ = std::fs::remove_file(&out);
+        let run = ldmkit(&["strip", s(&file), "-o", s(&out)]);
+        let code = run.status.code();
+        assert!(
+            code == Some(0) || code == Some(2),
+            "{}: exit {code:?}: {}",
+            file.display(),
+            stderr(&run)
+        );
+        if code == Some(2) {
+            let err = stderr(&run);
+            assert!(
+                err.starts_with("error: ") && err.lines().count() == 1,
+                "{}: {err}",
+                file.display()
+            );
+            assert!(!out.exists(), "{}: output written on error", file.display());
+        }
+        let stray: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(stray.is_empty(), "{}: left {stray:?}", file.display());
+    }
+}
