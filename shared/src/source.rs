@@ -21,6 +21,13 @@ pub trait Source: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The file behind the source, when there is one: lets a native sink copy unchanged
+    /// ranges inside the kernel instead of through our buffers.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn as_file(&self) -> Option<&std::fs::File> {
+        None
+    }
 }
 
 /// A shared handle to a source, cheap to clone into tensor references.
@@ -135,6 +142,10 @@ mod native {
                 ));
             }
             read_exact_at(&self.file, offset, buf)
+        }
+
+        fn as_file(&self) -> Option<&File> {
+            Some(&self.file)
         }
     }
 

@@ -179,13 +179,14 @@ fn may_be_lost(key: &str) -> bool {
         || key == "cond_stage_model.model.logit_scale"
         || key == "cond_stage_model.model.text_projection"
         || key.starts_with("cond_stage_model.model.transformer.resblocks.2.")
+        || key == "conditioner.embedders.1.model.logit_scale"
 }
 
 #[test]
 fn convert_agrees_with_diffusers_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for v in ["sd1", "sd2"] {
+    for v in ["sd1", "sd2", "sdxl"] {
         let ldm = fixture(&format!("layouts/{v}_tiny_ldm.safetensors"));
         let config = fixture(&format!("layouts/{v}_config.json"));
         let folder = d.join(format!("{v}-diffusers"));

@@ -4,28 +4,31 @@
     $(tests/python/venv.sh) tests/python/diffusers_ref.py LDM_FILE OUT_DIR [--config CONFIG_JSON]
 
 LDM_FILE is a single-file SD 1.x / 2.x checkpoint in the original CompVis
-layout: .safetensors, or a torch .ckpt/.pt (loaded with weights_only=True;
-a top-level "state_dict" is unwrapped). SD2 is recognised by its OpenCLIP
-text tower (cond_stage_model.model.*).
+layout, or an SDXL base checkpoint in the original SGM layout: .safetensors,
+or a torch .ckpt/.pt (loaded with weights_only=True; a top-level
+"state_dict" is unwrapped). SD2 is recognised by its OpenCLIP text tower
+(cond_stage_model.model.*), SDXL by its second, OpenCLIP bigG one
+(conditioner.embedders.1.model.*).
 
 Writes what ldmkit's `convert` output is compared against:
 
     OUT_DIR/unet/diffusion_pytorch_model.safetensors
     OUT_DIR/vae/diffusion_pytorch_model.safetensors
     OUT_DIR/text_encoder/model.safetensors
+    OUT_DIR/text_encoder_2/model.safetensors      (SDXL only)
 
 plus a config.json next to each (so OUT_DIR loads with load_diffusers.py).
 Tensors keep the file's dtypes, are contiguous and share no storage;
 safetensors metadata is {"format": "pt"} as save_pretrained writes.
 
 The converters need configs: --config takes a JSON file of the form
-{"unet": {...}, "vae": {...}, "text_encoder": {...}} (as written by
-tests/fixtures/gen_layouts.py); without it they are derived from the tensor
+{"unet": {...}, "vae": {...}, "text_encoder": {...}} (SDXL: also
+"text_encoder_2"; as written by tests/fixtures/gen_layouts.py); without it they are derived from the tensor
 shapes (tests/python/ldm_reference.py: derive_configs). Either way the
 converted dicts must have exactly the keys and shapes of the models those
 configs build (checked on the meta device, so real-size files need no extra
 memory for models), else exit 1. The conversion quirks that are accepted
-(position_ids, the dropped last OpenCLIP block, text_projection,
+(position_ids, the dropped last OpenCLIP block and text_projection of SD2,
 logit_scale) are listed in ldm_reference.py.
 """
 
@@ -44,6 +47,7 @@ OUT_FILES = {
     "unet": "unet/diffusion_pytorch_model.safetensors",
     "vae": "vae/diffusion_pytorch_model.safetensors",
     "text_encoder": "text_encoder/model.safetensors",
+    "text_encoder_2": "text_encoder_2/model.safetensors",
 }
 
 
@@ -70,7 +74,9 @@ def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("ldm_file")
     ap.add_argument("out_dir")
-    ap.add_argument("--config", help="JSON {unet, vae, text_encoder} configs (default: derived from shapes)")
+    ap.add_argument(
+        "--config", help="JSON {unet, vae, text_encoder[, text_encoder_2]} configs (default: derived from shapes)"
+    )
     args = ap.parse_args(argv)
 
     ldm = load_ldm(args.ldm_file)
@@ -85,23 +91,24 @@ def main(argv):
         except (KeyError, StopIteration) as e:
             raise SystemExit(f"{args.ldm_file}: cannot derive configs from the tensors (missing {e}); pass --config")
 
+    kind = ref.kind(ldm)
+    if (kind == "sdxl") != ("text_encoder_2" in configs):
+        raise SystemExit(f"{args.ldm_file}: a {kind} checkpoint, but the configs have parts {sorted(configs)}")
     converted = ref.convert(ldm, configs)
     models = ref.build_models(configs, device="meta")
     ref.check_against(converted, models)
 
-    for part, rel in OUT_FILES.items():
-        path = os.path.join(args.out_dir, rel)
+    for part, model in models.items():
+        path = os.path.join(args.out_dir, OUT_FILES[part])
         save_component(converted[part], path)
         with open(os.path.join(os.path.dirname(path), "config.json"), "w") as f:
-            model = models[list(OUT_FILES).index(part)]
-            if part == "text_encoder":
+            if part.startswith("text_encoder"):
                 cfg = model.config.to_dict()
             else:
                 cfg = json.loads(model.to_json_string())
             json.dump(cfg, f, indent=2, sort_keys=True)
             f.write("\n")
-    kind = "sd2" if ref.is_open_clip(ldm) else "sd1"
-    counts = ", ".join(f"{p} {len(converted[p])}" for p in OUT_FILES)
+    counts = ", ".join(f"{p} {len(converted[p])}" for p in models)
     print(f"{kind}: {counts} tensors -> {args.out_dir}")
 
 

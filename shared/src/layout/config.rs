@@ -119,8 +119,8 @@ pub fn unet(t: &Tensors) -> Result<Value> {
     Ok(config)
 }
 
-/// AutoencoderKL config.
-pub fn vae(t: &Tensors) -> Result<Value> {
+/// AutoencoderKL config; SDXL's VAE has its own latent scale and native size.
+pub fn vae(t: &Tensors, sdxl: bool) -> Result<Value> {
     let levels = count(t, "encoder.down_blocks.");
     let channels = (0..levels)
         .map(|i| {
@@ -142,8 +142,8 @@ pub fn vae(t: &Tensors) -> Result<Value> {
         "layers_per_block": count(t, "encoder.down_blocks.0.resnets."),
         "norm_num_groups": 32,
         "out_channels": dim(t, "decoder.conv_out.weight", 0)?,
-        "sample_size": 512,
-        "scaling_factor": 0.18215,
+        "sample_size": if sdxl { 1024 } else { 512 },
+        "scaling_factor": if sdxl { 0.13025 } else { 0.18215 },
         "up_block_types": vec!["UpDecoderBlock2D"; levels],
     }))
 }
@@ -152,12 +152,14 @@ pub fn vae(t: &Tensors) -> Result<Value> {
 pub fn text_encoder(t: &Tensors, open_clip: bool) -> Result<Value> {
     let hidden = dim(t, "text_model.embeddings.token_embedding.weight", 1)?;
     let with_projection = t.contains_key("text_projection.weight");
+    // Without a projection layer the value only matters to CLIPTextModelWithProjection;
+    // the released configs say 768 for CLIP-L (its width) and 512 for SD 2.x's OpenCLIP.
     let projection = if with_projection {
         dim(t, "text_projection.weight", 0)?
     } else if open_clip {
         512
     } else {
-        768
+        hidden
     };
     Ok(json!({
         "architectures": [if with_projection { "CLIPTextModelWithProjection" } else { "CLIPTextModel" }],

@@ -44,7 +44,8 @@ pub fn is_diffusers(work: &Working) -> bool {
 #[derive(Debug, Default)]
 pub struct ConvertReport {
     pub converted: usize,
-    /// Keys the target layout has no place for (schedule buffers, SD 2.x's unused last layer).
+    /// Keys the target layout has no place for (schedule buffers, SGM's `denoiser.sigmas`,
+    /// SD 2.x's unused last layer).
     pub dropped: Vec<String>,
 }
 
@@ -130,6 +131,7 @@ fn to_diffusers(work: &mut Working) -> Result<ConvertReport> {
         } else if SCHEDULE_BUFFERS.contains(&key.as_str())
             || key == "logvar"
             || key.starts_with("model_ema.")
+            || key.starts_with("denoiser.")
         {
             Some(Mapped::Dropped)
         } else {
@@ -231,7 +233,7 @@ fn to_ldm(work: &mut Working) -> Result<ConvertReport> {
             }
         } else if let Some(r) = key.strip_prefix("text_encoder.") {
             let mut v = vec![(format!("{clip_prefix}{r}"), t.clone())];
-            if r == "text_model.embeddings.position_embedding.weight" && !sdxl {
+            if r == "text_model.embeddings.position_embedding.weight" {
                 if let Some(&n) = t.shape.first() {
                     v.push((
                         format!("{clip_prefix}text_model.embeddings.position_ids"),

@@ -64,7 +64,7 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
         }
     }
 
-    let mut new_storages: HashMap<ValueId, LazyTensor> = HashMap::new();
+    let mut new_storages: HashMap<ValueId, (LazyTensor, String)> = HashMap::new();
     let mut items = Vec::with_capacity(work.state_dict.len());
     for (name, entry) in &work.state_dict {
         let key = graph.push(Value::Str(name.as_str().into()));
@@ -94,14 +94,12 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
                     untyped: false,
                     crc32: None,
                 })));
-                new_storages.insert(
-                    storage,
-                    LazyTensor {
-                        dtype: t.dtype,
-                        shape: vec![t.numel()],
-                        data: t.reshape(vec![t.numel()]).data,
-                    },
-                );
+                let flat = LazyTensor {
+                    dtype: t.dtype,
+                    shape: vec![t.numel()],
+                    data: t.reshape(vec![t.numel()]).data,
+                };
+                new_storages.insert(storage, (flat, name.clone()));
                 graph.push(Value::Tensor(Box::new(TensorRef {
                     storage,
                     dtype: t.dtype,
@@ -117,12 +115,14 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
     }
     graph.set_dict_items(container, items);
 
-    let storage_data = |id: ValueId| -> Result<LazyTensor> {
+    let storage_data = |id: ValueId| -> Result<(LazyTensor, String)> {
         if let Some(t) = new_storages.get(&id) {
             return Ok(t.clone());
         }
         match (graph.get(id), storage_input.get(&id)) {
-            (Value::Storage(s), Some(&input)) => Ok(whole_storage(input, s)),
+            (Value::Storage(s), Some(&input)) => {
+                Ok((whole_storage(input, s), format!("storage {}", s.key)))
+            }
             _ => Err(Error::op("a storage in the output has no source")),
         }
     };

@@ -134,6 +134,14 @@ impl<'a> ElementReader<'a> {
                 }
                 Ok(())
             }
+            LazyData::Cast(source)
+                if is_half_or_single(source.dtype) && is_half_or_single(tensor.dtype) =>
+            {
+                let mut raw = Vec::with_capacity((count * source.dtype.size()) as usize);
+                self.read_bytes(source, start, count, &mut raw)?;
+                cast_floats(&raw, source.dtype, tensor.dtype, out);
+                Ok(())
+            }
             _ => {
                 let values = self.read_values(tensor, start, count)?;
                 encode(&values, tensor.dtype, out)
@@ -255,6 +263,63 @@ impl<'a> ElementReader<'a> {
     }
 }
 
+fn is_half_or_single(d: DType) -> bool {
+    matches!(d, DType::Float32 | DType::Float16 | DType::BFloat16)
+}
+
+/// The common casts (f32 ↔ f16/bf16), through an f32 slice so `half` can use the CPU's
+/// conversion instructions; same results as [`encode`] (round to nearest even).
+fn cast_floats(raw: &[u8], from: DType, to: DType, out: &mut Vec<u8>) {
+    use half::slice::HalfFloatSliceExt;
+    let n = raw.len() / from.size() as usize;
+    let mut single = vec![0f32; n];
+    match from {
+        DType::Float32 => {
+            for (s, c) in single.iter_mut().zip(raw.chunks_exact(4)) {
+                *s = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        DType::Float16 => {
+            let h: Vec<f16> = raw
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            h.convert_to_f32_slice(&mut single);
+        }
+        _ => {
+            let h: Vec<bf16> = raw
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            h.convert_to_f32_slice(&mut single);
+        }
+    }
+    let at = out.len();
+    out.resize(at + n * to.size() as usize, 0);
+    let dst = &mut out[at..];
+    match to {
+        DType::Float32 => {
+            for (d, v) in dst.chunks_exact_mut(4).zip(&single) {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        DType::Float16 => {
+            let mut h = vec![f16::ZERO; n];
+            h.convert_from_f32_slice(&single);
+            for (d, v) in dst.chunks_exact_mut(2).zip(&h) {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        _ => {
+            let mut h = vec![bf16::ZERO; n];
+            h.convert_from_f32_slice(&single);
+            for (d, v) in dst.chunks_exact_mut(2).zip(&h) {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
 fn check_materialized(bytes: u64) -> Result<()> {
     if bytes > MAX_MATERIALIZED {
         return Err(Error::Limit(format!(
@@ -341,21 +406,41 @@ pub fn encode(values: &[f64], dtype: DType, out: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
-/// Count NaN and infinite values in computed little-endian bytes.
+/// Count NaN and infinite values in computed little-endian bytes, from the bit patterns
+/// (all-ones exponent: zero mantissa is infinite, anything else NaN).
 pub fn count_non_finite(bytes: &[u8], dtype: DType, into: &mut NonFinite) {
-    let mut tally = |v: f64| {
-        if v.is_nan() {
-            into.nan += 1;
-        } else if v.is_infinite() {
-            into.inf += 1;
+    fn tally(into: &mut NonFinite, bits: u64, exponent: u64, mantissa: u64) {
+        if bits & exponent == exponent {
+            if bits & mantissa == 0 {
+                into.inf += 1;
+            } else {
+                into.nan += 1;
+            }
         }
-    };
-    if matches!(
-        dtype,
-        DType::Float64 | DType::Float32 | DType::Float16 | DType::BFloat16
-    ) {
-        if let Ok(values) = decode(bytes, dtype) {
-            values.into_iter().for_each(&mut tally);
+    }
+    match dtype {
+        DType::Float16 | DType::BFloat16 => {
+            let (exp, man) = if dtype == DType::Float16 {
+                (0x7c00, 0x03ff)
+            } else {
+                (0x7f80, 0x007f)
+            };
+            for c in bytes.chunks_exact(2) {
+                tally(into, u16::from_le_bytes([c[0], c[1]]) as u64, exp, man);
+            }
         }
+        DType::Float32 => {
+            for c in bytes.chunks_exact(4) {
+                let bits = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64;
+                tally(into, bits, 0x7f80_0000, 0x007f_ffff);
+            }
+        }
+        DType::Float64 => {
+            for c in bytes.chunks_exact(8) {
+                let bits = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+                tally(into, bits, 0x7ff0_0000_0000_0000, 0x000f_ffff_ffff_ffff);
+            }
+        }
+        _ => {}
     }
 }

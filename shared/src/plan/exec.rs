@@ -4,16 +4,30 @@
 use super::eval::{count_non_finite, ElementReader, NonFinite};
 use super::{Part, Plan};
 use crate::error::{Error, Result};
-use crate::source::SharedSource;
+use crate::source::{SharedSource, Source};
 
 /// Bytes moved per read or computed per chunk: large enough for disk speed, small enough that
 /// memory stays flat whatever the tensor size.
 const CHUNK_BYTES: u64 = 8 << 20;
+/// Bytes per in-kernel copy call.
+const KERNEL_COPY_BYTES: u64 = 64 << 20;
 
 /// Where a plan's bytes go.
 pub trait Sink {
     /// Append bytes.
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+
+    /// Append `len` bytes of `source` at `offset` without passing them through our memory,
+    /// if this sink can (a native file sink over a file source). `Ok(false)`: it cannot;
+    /// the executor then reads and writes them itself.
+    fn copy_range(
+        &mut self,
+        _source: &dyn Source,
+        _offset: u64,
+        _len: u64,
+    ) -> std::io::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// A sink in memory (tests, small outputs, the browser's header parts).
@@ -85,7 +99,11 @@ pub fn execute(
             }
             _ => None,
         };
-        let mut emit = |bytes: &[u8], sink: &mut dyn Sink, written: &mut u64| -> Result<()> {
+        let mut emit = |bytes: &[u8],
+                        sink: &mut dyn Sink,
+                        written: &mut u64,
+                        progress: &mut dyn Progress|
+         -> Result<()> {
             if let Some(s) = slot_of[index] {
                 hashers[s].update(bytes);
             }
@@ -97,18 +115,33 @@ pub fn execute(
             Ok(())
         };
         match part {
-            Part::Bytes(bytes) => emit(bytes, sink, &mut written)?,
-            Part::Crc(_) => emit(&crc.expect("computed above"), sink, &mut written)?,
+            Part::Bytes(bytes) => emit(bytes, sink, &mut written, progress)?,
+            Part::Crc(_) => emit(&crc.expect("computed above"), sink, &mut written, progress)?,
             Part::Copy { input, offset, len } => {
                 let source = inputs
                     .get(*input)
                     .ok_or_else(|| Error::op(format!("input {input} is not open")))?;
                 let mut at = 0;
+                // Bytes nobody needs to hash can move inside the kernel, in pieces so that
+                // progress and cancellation keep working.
+                if slot_of[index].is_none() {
+                    while at < *len {
+                        let n = (*len - at).min(KERNEL_COPY_BYTES);
+                        if !sink.copy_range(source.as_ref(), offset + at, n)? {
+                            break;
+                        }
+                        at += n;
+                        written += n;
+                        if !progress.advance(written, total) {
+                            return Err(Error::Cancelled);
+                        }
+                    }
+                }
                 while at < *len {
                     let n = (*len - at).min(CHUNK_BYTES) as usize;
                     buf.resize(n, 0);
                     source.read_at(offset + at, &mut buf)?;
-                    emit(&buf, sink, &mut written)?;
+                    emit(&buf, sink, &mut written, progress)?;
                     at += n as u64;
                 }
             }
@@ -122,7 +155,7 @@ pub fn execute(
                     buf.clear();
                     reader.read_bytes(tensor, start, count, &mut buf)?;
                     count_non_finite(&buf, tensor.dtype, &mut bad);
-                    emit(&buf, sink, &mut written)?;
+                    emit(&buf, sink, &mut written, progress)?;
                     start += count;
                 }
                 report.bytes_computed += tensor.nbytes();

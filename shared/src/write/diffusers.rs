@@ -63,7 +63,7 @@ pub fn diffusers_folder(work: &Working) -> Result<Vec<(String, Plan)>> {
                 "UNet2DConditionModel",
             ),
             "vae" => (
-                config::vae(&view)?,
+                config::vae(&view, sdxl)?,
                 "diffusion_pytorch_model.safetensors",
                 "diffusers",
                 "AutoencoderKL",

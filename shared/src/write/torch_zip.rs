@@ -15,11 +15,12 @@ use std::collections::HashMap;
 pub const ARCHIVE_PREFIX: &str = "archive";
 
 /// Plan a torch zip of the tree at `root`. `storage_data` gives the bytes of each storage
-/// value the pickle reaches, as a lazy tensor of exactly the storage's size.
+/// value the pickle reaches, as a lazy tensor of exactly the storage's size, and a name for
+/// reports (the tensor it holds).
 pub fn torch_zip(
     graph: &ObjectGraph,
     root: ValueId,
-    storage_data: &dyn Fn(ValueId) -> Result<LazyTensor>,
+    storage_data: &dyn Fn(ValueId) -> Result<(LazyTensor, String)>,
 ) -> Result<Plan> {
     // torch numbers storages in the order the pickler meets them.
     let order: RefCell<(HashMap<ValueId, usize>, Vec<ValueId>)> = RefCell::default();
@@ -42,11 +43,11 @@ pub fn torch_zip(
     zip.add_bytes(&format!("{p}/.storage_alignment"), b"64".to_vec());
     zip.add_bytes(&format!("{p}/byteorder"), b"little".to_vec());
     for (key, id) in storages.into_iter().enumerate() {
-        let data = storage_data(id)?;
+        let (data, label) = storage_data(id)?;
         let name = format!("{p}/data/{key}");
         zip.add(
             &name,
-            vec![Part::tensor(&name, &data)],
+            vec![Part::tensor(&label, &data)],
             data.nbytes(),
             data.known_crc(),
         );

@@ -210,3 +210,124 @@ impl ZipBuilder {
         self.plan
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::zip::ZipArchive;
+    use crate::dtype::DType;
+    use crate::plan::{execute, LazyTensor, MemSink};
+    use crate::source::{MemSource, SharedSource};
+    use crate::tensor::{DataLocation, StorageRef, TensorKind, TensorRef};
+    use std::sync::Arc;
+
+    fn f32_tensor(input: usize, offset: u64, n: u64) -> LazyTensor {
+        let storage = StorageRef {
+            key: "0".into(),
+            dtype: DType::Float32,
+            numel: n,
+            location: "cpu".into(),
+            data: DataLocation::Range { offset, len: n * 4 },
+            untyped: false,
+            crc32: None,
+        };
+        let view = TensorRef {
+            storage: 0,
+            dtype: DType::Float32,
+            shape: vec![n],
+            strides: vec![1],
+            storage_offset: 0,
+            requires_grad: false,
+            kind: TensorKind::Tensor,
+        };
+        LazyTensor::stored(input, &view, &storage)
+    }
+
+    #[test]
+    fn entries_are_aligned_and_crcs_right_whether_copied_or_computed() {
+        let values: Vec<u8> = [1.5f32, -2.0, 3.25, 1e5]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let mut input = vec![7u8; 13];
+        input.extend_from_slice(&values);
+        let sources: Vec<SharedSource> = vec![Arc::new(MemSource::new(input))];
+        let copied = f32_tensor(0, 13, 4);
+        let computed = copied.cast(DType::Float16);
+
+        let mut zip = ZipBuilder::new();
+        zip.add_bytes("archive/data.pkl", b"not really a pickle".to_vec());
+        zip.add("archive/data/0", vec![Part::tensor("a", &copied)], 16, None);
+        zip.add(
+            "archive/data/1",
+            vec![Part::tensor("b", &computed)],
+            8,
+            None,
+        );
+        zip.add_bytes("archive/version", b"3\n".to_vec());
+        let plan = zip.finish();
+        let mut sink = MemSink::default();
+        let report = execute(&plan, &sources, &mut sink, &mut |_, _| true).unwrap();
+        assert_eq!(report.bytes_written, plan.len());
+        assert_eq!(report.bytes_computed, 8);
+        assert!(report.non_finite.is_empty(), "1e5 fits in f16");
+
+        let bytes = sink.0;
+        let src = MemSource::new(bytes.clone());
+        let archive = ZipArchive::open(&src).unwrap();
+        let names: Vec<&str> = archive.entries().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "archive/data.pkl",
+                "archive/data/0",
+                "archive/data/1",
+                "archive/version"
+            ]
+        );
+        for e in archive.entries() {
+            assert_eq!(e.data_offset % 64, 0, "{} not aligned", e.name);
+            let data = &bytes[e.data_offset as usize..(e.data_offset + e.size) as usize];
+            assert_eq!(e.crc32, crc32fast::hash(data), "{}", e.name);
+        }
+        let half = archive.get("archive/data/1").unwrap();
+        let at = half.data_offset as usize;
+        let first = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+        assert_eq!(half::f16::from_bits(first).to_f32(), 1.5);
+    }
+
+    #[test]
+    fn cancelling_stops_the_plan() {
+        let sources: Vec<SharedSource> = vec![Arc::new(MemSource::new(vec![0u8; 64]))];
+        let mut zip = ZipBuilder::new();
+        zip.add(
+            "x",
+            vec![Part::tensor("x", &f32_tensor(0, 0, 16))],
+            64,
+            None,
+        );
+        let plan = zip.finish();
+        let err = execute(&plan, &sources, &mut MemSink::default(), &mut |_, _| false).unwrap_err();
+        assert!(matches!(err, crate::Error::Cancelled));
+    }
+
+    #[test]
+    fn casts_report_overflow() {
+        let values: Vec<u8> = [1e6f32, f32::NAN]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let sources: Vec<SharedSource> = vec![Arc::new(MemSource::new(values))];
+        let mut plan = Plan::default();
+        plan.push(Part::tensor(
+            "big",
+            &f32_tensor(0, 0, 2).cast(DType::Float16),
+        ));
+        let report = execute(&plan, &sources, &mut MemSink::default(), &mut |_, _| true).unwrap();
+        assert_eq!(report.non_finite.len(), 1);
+        assert_eq!(
+            (report.non_finite[0].1.inf, report.non_finite[0].1.nan),
+            (1, 1)
+        );
+    }
+}

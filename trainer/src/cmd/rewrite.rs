@@ -103,10 +103,17 @@ pub fn run(recipe: &Recipe, paths: &[PathBuf], out_args: &OutputArgs) -> u8 {
     }
     match write(&output, &inputs.sources(), out) {
         Ok(report) => {
-            for (name, bad) in &report.non_finite {
+            const SHOWN: usize = 5;
+            for (name, bad) in report.non_finite.iter().take(SHOWN) {
                 eprintln!(
                     "warning: {name}: {} NaN and {} infinite values after computing",
                     bad.nan, bad.inf
+                );
+            }
+            if report.non_finite.len() > SHOWN {
+                eprintln!(
+                    "warning: ... and {} more tensors with NaN or infinite values",
+                    report.non_finite.len() - SHOWN
                 );
             }
             eprintln!("wrote {} ({})", out.display(), bytes(report.bytes_written));

@@ -36,7 +36,7 @@ macro_rules! dtype_or_exit {
 
 pub fn strip(a: &StripArgs) -> u8 {
     let r = presets::strip(ema(a.ema, false), dtype_or_exit!(&a.dtype));
-    rewrite::run(&r, &[a.input.clone()], &a.out)
+    rewrite::run(&r, std::slice::from_ref(&a.input), &a.out)
 }
 
 pub fn merge(a: &MergeArgs) -> u8 {
@@ -52,7 +52,7 @@ pub fn graft(a: &GraftArgs) -> u8 {
 pub fn convert(a: &ConvertArgs) -> u8 {
     let layout = Layout::parse(&a.layout).expect("clap checks the value");
     let r = presets::convert(layout, ema(a.ema, false), dtype_or_exit!(&a.dtype));
-    rewrite::run(&r, &[a.input.clone()], &a.out)
+    rewrite::run(&r, std::slice::from_ref(&a.input), &a.out)
 }
 
 pub fn weighted_sum(a: &WeightedSumArgs) -> u8 {
