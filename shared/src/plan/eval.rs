@@ -263,6 +263,26 @@ impl<'a> ElementReader<'a> {
     }
 }
 
+/// Whether evaluating any element range of `t` reads only that range: no transpose, no
+/// strided gather, no compressed storage (those pull a whole tensor or storage into memory,
+/// which parallel workers must not each do).
+pub fn streams(t: &LazyTensor) -> bool {
+    match &*t.data {
+        LazyData::Stored {
+            storage, strides, ..
+        } => {
+            matches!(storage.data, DataLocation::Range { .. })
+                && strides == &TensorRef::contiguous_strides(&t.shape)
+        }
+        LazyData::Cast(s) | LazyData::Reshape(s) | LazyData::Slice { source: s, .. } => streams(s),
+        LazyData::WeightedSum { a, b, .. } => streams(a) && streams(b),
+        LazyData::AddDifference { a, b, c, .. } => streams(a) && streams(b) && streams(c),
+        LazyData::Concat(parts) => parts.iter().all(streams),
+        LazyData::Constant(_) => true,
+        LazyData::Transpose(_) => false,
+    }
+}
+
 fn is_half_or_single(d: DType) -> bool {
     matches!(d, DType::Float32 | DType::Float16 | DType::BFloat16)
 }

@@ -1,14 +1,18 @@
 //! Running a plan: streaming its parts into a sink, hashing what must be hashed, reporting
 //! progress and honouring cancellation.
 
-use super::eval::{count_non_finite, ElementReader, NonFinite};
-use super::{Part, Plan};
+use super::eval::{count_non_finite, streams, ElementReader, NonFinite};
+use super::{LazyTensor, Part, Plan};
 use crate::error::{Error, Result};
 use crate::source::{SharedSource, Source};
 
 /// Bytes moved per read or computed per chunk: large enough for disk speed, small enough that
 /// memory stays flat whatever the tensor size.
 const CHUNK_BYTES: u64 = 8 << 20;
+/// Output bytes per computed chunk (each worker holds about six chunks' worth of buffers).
+const COMPUTE_CHUNK_BYTES: u64 = 2 << 20;
+/// At most this many threads compute chunks of one tensor at once.
+const MAX_WORKERS: usize = 8;
 /// Bytes per in-kernel copy call.
 const KERNEL_COPY_BYTES: u64 = 64 << 20;
 
@@ -146,18 +150,22 @@ pub fn execute(
                 }
             }
             Part::Compute { name, tensor } => {
-                let per_chunk = (CHUNK_BYTES / tensor.dtype.size().max(1)).max(1);
-                let numel = tensor.numel();
+                let workers = if streams(tensor) { workers() } else { 1 };
+                let per_chunk = (COMPUTE_CHUNK_BYTES / tensor.dtype.size().max(1)).max(1);
                 let mut bad = NonFinite::default();
-                let mut start = 0;
-                while start < numel {
-                    let count = (numel - start).min(per_chunk);
-                    buf.clear();
-                    reader.read_bytes(tensor, start, count, &mut buf)?;
-                    count_non_finite(&buf, tensor.dtype, &mut bad);
-                    emit(&buf, sink, &mut written, progress)?;
-                    start += count;
-                }
+                compute_chunks(
+                    inputs,
+                    &mut reader,
+                    tensor,
+                    per_chunk,
+                    workers,
+                    &mut |chunk| {
+                        let (bytes, found) = chunk?;
+                        bad.nan += found.nan;
+                        bad.inf += found.inf;
+                        emit(&bytes, sink, &mut written, progress)
+                    },
+                )?;
                 report.bytes_computed += tensor.nbytes();
                 if bad != NonFinite::default() {
                     report.non_finite.push((name.clone(), bad));
@@ -167,4 +175,95 @@ pub fn execute(
     }
     report.bytes_written = written;
     Ok(report)
+}
+
+type Chunk = Result<(Vec<u8>, NonFinite)>;
+
+fn compute_one(
+    reader: &mut ElementReader<'_>,
+    tensor: &LazyTensor,
+    start: u64,
+    count: u64,
+) -> Chunk {
+    let mut bytes = Vec::with_capacity((count * tensor.dtype.size()) as usize);
+    reader.read_bytes(tensor, start, count, &mut bytes)?;
+    let mut bad = NonFinite::default();
+    count_non_finite(&bytes, tensor.dtype, &mut bad);
+    Ok((bytes, bad))
+}
+
+/// How many chunks to compute at once (one, where there are no threads: the browser's worker
+/// is itself the thread).
+fn workers() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS))
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        1
+    }
+}
+
+/// Compute `tensor` chunk by chunk and hand each to `consume` in order. Where there are
+/// threads, `workers` compute chunks ahead (each at most one chunk ahead) while `consume`
+/// writes, so computing and writing overlap; the output is the same whatever the count.
+fn compute_chunks(
+    inputs: &[SharedSource],
+    reader: &mut ElementReader<'_>,
+    tensor: &LazyTensor,
+    per_chunk: u64,
+    workers: usize,
+    consume: &mut dyn FnMut(Chunk) -> Result<()>,
+) -> Result<()> {
+    let numel = tensor.numel();
+    let chunks = numel.div_ceil(per_chunk);
+    let range = |i: u64| (i * per_chunk, (numel - i * per_chunk).min(per_chunk));
+    #[cfg(not(target_arch = "wasm32"))]
+    if workers > 1 && chunks > 1 {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::mpsc::sync_channel;
+        let workers = workers.min(chunks as usize);
+        let stop = AtomicBool::new(false);
+        let stop = &stop;
+        return std::thread::scope(|scope| {
+            let mut receivers = Vec::with_capacity(workers);
+            for w in 0..workers {
+                let (tx, rx) = sync_channel::<Chunk>(1);
+                receivers.push(rx);
+                scope.spawn(move || {
+                    let mut reader = ElementReader::new(inputs);
+                    let mut i = w as u64;
+                    while i < chunks && !stop.load(Ordering::Relaxed) {
+                        let (start, count) = range(i);
+                        if tx
+                            .send(compute_one(&mut reader, tensor, start, count))
+                            .is_err()
+                        {
+                            break;
+                        }
+                        i += workers as u64;
+                    }
+                });
+            }
+            for i in 0..chunks {
+                let chunk = receivers[(i % workers as u64) as usize]
+                    .recv()
+                    .unwrap_or_else(|_| Err(Error::op("a compute thread failed")));
+                if let Err(e) = consume(chunk) {
+                    stop.store(true, Ordering::Relaxed);
+                    // Dropping the receivers unblocks workers waiting to send.
+                    drop(receivers);
+                    return Err(e);
+                }
+            }
+            Ok(())
+        });
+    }
+    let _ = workers;
+    for i in 0..chunks {
+        let (start, count) = range(i);
+        consume(compute_one(reader, tensor, start, count))?;
+    }
+    Ok(())
 }

@@ -33,7 +33,8 @@ impl FileSink {
         Ok(FileSink {
             dest: dest.to_path_buf(),
             temp,
-            file: Some(BufWriter::with_capacity(4 << 20, file)),
+            // Small enough that the executor's 2 MiB+ chunks bypass it (no extra copy).
+            file: Some(BufWriter::with_capacity(1 << 20, file)),
         })
     }
 
