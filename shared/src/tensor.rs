@@ -89,8 +89,13 @@ impl TensorRef {
 
     /// Whether the view is row-major contiguous (ignoring size-1 dimensions).
     pub fn is_contiguous(&self) -> bool {
+        Self::contiguous(&self.shape, &self.strides)
+    }
+
+    /// Whether `strides` lay `shape` out row-major without gaps (size-1 dimensions ignored).
+    pub fn contiguous(shape: &[u64], strides: &[u64]) -> bool {
         let mut expected = 1u64;
-        for (&size, &stride) in self.shape.iter().zip(&self.strides).rev() {
+        for (&size, &stride) in shape.iter().zip(strides).rev() {
             if size != 1 && stride != expected {
                 return false;
             }

@@ -59,19 +59,11 @@ import types
 
 import torch
 
+from sniff import is_safetensors
+
 MAX_LINES = 50
 
 
-def is_safetensors(path):
-    # Same content sniffing as walk.py and the Rust side.
-    with open(path, "rb") as f:
-        head = f.read(9)
-        f.seek(0, 2)
-        size = f.tell()
-    if len(head) < 9:
-        return False
-    (n,) = struct.unpack("<Q", head[:8])
-    return head[8:9] == b"{" and 0 < n <= size - 8
 
 
 def load(path, weights_only, mmap):

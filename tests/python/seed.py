@@ -86,10 +86,11 @@ Exit status: 0 ok, 2 error (message on stderr, nothing written).
 
 import argparse
 import os
-import struct
 import sys
 
 import torch
+
+from sniff import is_safetensors
 
 DTYPES = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}
 EMA_PREFIX = "model_ema."
@@ -99,16 +100,6 @@ class Fail(Exception):
     pass
 
 
-def is_safetensors(path):
-    # Same content sniffing as walk.py and the Rust side.
-    with open(path, "rb") as f:
-        head = f.read(9)
-        f.seek(0, 2)
-        size = f.tell()
-    if len(head) < 9:
-        return False
-    (n,) = struct.unpack("<Q", head[:8])
-    return head[8:9] == b"{" and 0 < n <= size - 8
 
 
 def load(path, mmap=False):

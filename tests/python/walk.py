@@ -31,21 +31,11 @@ dtype is str(tensor.dtype) without "torch."; bytes is numel * element_size
 """
 
 import json
-import struct
 import sys
 
+from sniff import is_safetensors
 
-def is_safetensors(path):
-    # Content sniffing, same as the Rust side: an 8-byte little-endian header
-    # length that fits in the file, followed by a JSON object.
-    with open(path, "rb") as f:
-        head = f.read(9)
-        f.seek(0, 2)
-        size = f.tell()
-    if len(head) < 9:
-        return False
-    (n,) = struct.unpack("<Q", head[:8])
-    return head[8:9] == b"{" and 0 < n <= size - 8
+
 
 
 def key_name(k):

@@ -57,6 +57,9 @@ pub enum Command {
 /// Where and how a rewrite writes its result.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
+    /// Cast floating-point tensors of the result (f16, bf16, f32).
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
     /// Output: .safetensors, .ckpt/.pt/.pth/.bin (torch zip), or a folder (diffusers).
     #[arg(
         short,
@@ -76,9 +79,6 @@ pub struct StripArgs {
     /// Put the EMA weights in place of the model's.
     #[arg(long)]
     pub ema: bool,
-    /// Cast floating-point tensors (f16, bf16, f32).
-    #[arg(long, value_name = "DTYPE")]
-    pub dtype: Option<String>,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -93,9 +93,6 @@ pub struct MergeArgs {
     /// Keep the EMA tensors in the result.
     #[arg(long)]
     pub keep_ema: bool,
-    /// Cast floating-point tensors (f16, bf16, f32).
-    #[arg(long, value_name = "DTYPE")]
-    pub dtype: Option<String>,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -120,9 +117,6 @@ pub struct ConvertArgs {
     /// Use the EMA weights for the UNet (training checkpoints).
     #[arg(long)]
     pub ema: bool,
-    /// Cast floating-point tensors (f16, bf16, f32).
-    #[arg(long, value_name = "DTYPE")]
-    pub dtype: Option<String>,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -134,9 +128,6 @@ pub struct WeightedSumArgs {
     /// Weight of B.
     #[arg(long)]
     pub alpha: f64,
-    /// Cast floating-point tensors (f16, bf16, f32).
-    #[arg(long, value_name = "DTYPE")]
-    pub dtype: Option<String>,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -149,9 +140,6 @@ pub struct AddDifferenceArgs {
     /// Weight of (B - C).
     #[arg(long)]
     pub alpha: f64,
-    /// Cast floating-point tensors (f16, bf16, f32).
-    #[arg(long, value_name = "DTYPE")]
-    pub dtype: Option<String>,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -160,9 +148,6 @@ pub struct AddDifferenceArgs {
 pub struct BakeVaeArgs {
     pub model: PathBuf,
     pub vae: PathBuf,
-    /// Cast floating-point tensors (f16, bf16, f32).
-    #[arg(long, value_name = "DTYPE")]
-    pub dtype: Option<String>,
     #[command(flatten)]
     pub out: OutputArgs,
 }

@@ -99,12 +99,9 @@ fn to_diffusers(work: &mut Working) -> Result<ConvertReport> {
     };
     let sd2_last = open_clip_layers(LDM_OPEN_CLIP);
 
-    let mut out: IndexMap<String, Entry> = IndexMap::new();
-    let mut report = ConvertReport::default();
-    let mut unknown = Vec::new();
-    for (key, e) in &work.state_dict {
+    rebuild(work, |key, e| {
         let t = &e.tensor;
-        let mapped: Option<Mapped> = if let Some(r) = key.strip_prefix(LDM_UNET) {
+        if let Some(r) = key.strip_prefix(LDM_UNET) {
             unet::to_diffusers(r, &unet_shape).map(|k| Mapped::One(format!("unet.{k}"), t.clone()))
         } else if let Some(r) = key.strip_prefix(LDM_VAE) {
             vae::to_diffusers(r, levels).map(|k| {
@@ -128,7 +125,7 @@ fn to_diffusers(work: &mut Working) -> Result<ConvertReport> {
             text::open_clip_to_diffusers(r, t, sd2_last, false).map(|m| prefix(m, "text_encoder."))
         } else if let Some(r) = key.strip_prefix(SDXL_OPEN_CLIP) {
             text::open_clip_to_diffusers(r, t, None, true).map(|m| prefix(m, "text_encoder_2."))
-        } else if SCHEDULE_BUFFERS.contains(&key.as_str())
+        } else if SCHEDULE_BUFFERS.contains(&key)
             || key == "logvar"
             || key.starts_with("model_ema.")
             || key.starts_with("denoiser.")
@@ -136,17 +133,31 @@ fn to_diffusers(work: &mut Working) -> Result<ConvertReport> {
             Some(Mapped::Dropped)
         } else {
             None
-        };
-        match mapped {
+        }
+    })
+}
+
+/// Replace `work`'s state dict by mapping every entry; keys `map` has no answer for make
+/// the whole conversion fail, listing them. A `Many` of nothing means the entry was folded
+/// into another (OpenCLIP's k and v projections into the joined `in_proj`).
+fn rebuild(
+    work: &mut Working,
+    map: impl Fn(&str, &Entry) -> Option<Mapped>,
+) -> Result<ConvertReport> {
+    let mut out: IndexMap<String, Entry> = IndexMap::new();
+    let mut report = ConvertReport::default();
+    let mut unknown = Vec::new();
+    for (key, e) in &work.state_dict {
+        match map(key, e) {
             Some(Mapped::One(k, t)) => {
                 out.insert(k, entry(t, e));
                 report.converted += 1;
             }
             Some(Mapped::Many(parts)) => {
+                report.converted += usize::from(!parts.is_empty());
                 for (k, t) in parts {
                     out.insert(k, entry(t, e));
                 }
-                report.converted += 1;
             }
             Some(Mapped::Dropped) => report.dropped.push(key.clone()),
             None => unknown.push(key.clone()),
@@ -196,10 +207,8 @@ fn to_ldm(work: &mut Working) -> Result<ConvertReport> {
         (LDM_CLIP, None)
     };
 
-    let mut out: IndexMap<String, Entry> = IndexMap::new();
-    let mut report = ConvertReport::default();
-    let mut unknown = Vec::new();
-    for (key, e) in &work.state_dict {
+    let state_dict = work.state_dict.clone();
+    rebuild(work, |key, e| {
         let t = &e.tensor;
         let mapped: Option<Vec<(String, LazyTensor)>> = if let Some(r) = key.strip_prefix("unet.") {
             unet::to_ldm(r, &unet_shape).map(|k| vec![(format!("{LDM_UNET}{k}"), t.clone())])
@@ -217,11 +226,7 @@ fn to_ldm(work: &mut Working) -> Result<ConvertReport> {
             if let Some((joined, parts)) = text::open_clip_in_proj(r) {
                 let tensors = parts
                     .iter()
-                    .map(|n| {
-                        work.state_dict
-                            .get(&format!("{p}{n}"))
-                            .map(|e| e.tensor.clone())
-                    })
+                    .map(|n| state_dict.get(&format!("{p}{n}")).map(|e| e.tensor.clone()))
                     .collect::<Option<Vec<_>>>();
                 tensors
                     .and_then(LazyTensor::concat)
@@ -245,21 +250,6 @@ fn to_ldm(work: &mut Working) -> Result<ConvertReport> {
         } else {
             None
         };
-        match mapped {
-            Some(v) => {
-                report.converted += usize::from(!v.is_empty());
-                for (k, t) in v {
-                    out.insert(k, entry(t, e));
-                }
-            }
-            None => unknown.push(key.clone()),
-        }
-    }
-    if !unknown.is_empty() {
-        return Err(unmapped(&unknown));
-    }
-    work.state_dict = out;
-    work.tree = None;
-    work.container = None;
-    Ok(report)
+        mapped.map(Mapped::Many)
+    })
 }

@@ -1,29 +1,119 @@
 //! VAE names: original (`encoder.down.0.block.1.nin_shortcut`) ↔ diffusers
-//! (`encoder.down_blocks.0.resnets.1.conv_shortcut`).
+//! (`encoder.down_blocks.0.resnets.1.conv_shortcut`), from one table of name patterns read
+//! in either direction.
 //!
 //! The decoder's up levels run in opposite orders (original `up.3` is diffusers'
 //! `up_blocks.0`). The mid-block attention's q/k/v/proj_out are 1×1 convolutions in the
 //! original and linear layers in diffusers: same bytes, shapes `[C, C, 1, 1]` ↔ `[C, C]`.
 
-fn index(s: &str) -> Option<(usize, &str)> {
-    let (n, rest) = s.split_once('.')?;
-    Some((n.parse().ok()?, rest))
-}
-
-const ATTENTION: &[(&str, &str)] = &[
-    ("norm.", "group_norm."),
-    ("q.", "to_q."),
-    ("k.", "to_k."),
-    ("v.", "to_v."),
-    ("proj_out.", "to_out.0."),
+/// `(original, diffusers)` name prefixes. `{i}` and `{j}` carry a number across; `{r}` is a
+/// decoder level, counted from the other end on the other side.
+const PATTERNS: &[(&str, &str)] = &[
+    (
+        "encoder.down.{i}.block.{j}.",
+        "encoder.down_blocks.{i}.resnets.{j}.",
+    ),
+    (
+        "encoder.down.{i}.downsample.conv.",
+        "encoder.down_blocks.{i}.downsamplers.0.conv.",
+    ),
+    (
+        "decoder.up.{r}.block.{j}.",
+        "decoder.up_blocks.{r}.resnets.{j}.",
+    ),
+    (
+        "decoder.up.{r}.upsample.conv.",
+        "decoder.up_blocks.{r}.upsamplers.0.conv.",
+    ),
+    ("encoder.mid.block_1.", "encoder.mid_block.resnets.0."),
+    ("encoder.mid.block_2.", "encoder.mid_block.resnets.1."),
+    ("decoder.mid.block_1.", "decoder.mid_block.resnets.0."),
+    ("decoder.mid.block_2.", "decoder.mid_block.resnets.1."),
+    (
+        "encoder.mid.attn_1.norm.",
+        "encoder.mid_block.attentions.0.group_norm.",
+    ),
+    (
+        "encoder.mid.attn_1.q.",
+        "encoder.mid_block.attentions.0.to_q.",
+    ),
+    (
+        "encoder.mid.attn_1.k.",
+        "encoder.mid_block.attentions.0.to_k.",
+    ),
+    (
+        "encoder.mid.attn_1.v.",
+        "encoder.mid_block.attentions.0.to_v.",
+    ),
+    (
+        "encoder.mid.attn_1.proj_out.",
+        "encoder.mid_block.attentions.0.to_out.0.",
+    ),
+    (
+        "decoder.mid.attn_1.norm.",
+        "decoder.mid_block.attentions.0.group_norm.",
+    ),
+    (
+        "decoder.mid.attn_1.q.",
+        "decoder.mid_block.attentions.0.to_q.",
+    ),
+    (
+        "decoder.mid.attn_1.k.",
+        "decoder.mid_block.attentions.0.to_k.",
+    ),
+    (
+        "decoder.mid.attn_1.v.",
+        "decoder.mid_block.attentions.0.to_v.",
+    ),
+    (
+        "decoder.mid.attn_1.proj_out.",
+        "decoder.mid_block.attentions.0.to_out.0.",
+    ),
+    ("encoder.norm_out.", "encoder.conv_norm_out."),
+    ("decoder.norm_out.", "decoder.conv_norm_out."),
+    ("encoder.conv_in.", "encoder.conv_in."),
+    ("encoder.conv_out.", "encoder.conv_out."),
+    ("decoder.conv_in.", "decoder.conv_in."),
+    ("decoder.conv_out.", "decoder.conv_out."),
+    ("quant_conv.", "quant_conv."),
+    ("post_quant_conv.", "post_quant_conv."),
 ];
 
-fn resnet(rest: &str, to_diffusers: bool) -> String {
-    let (a, b) = ("nin_shortcut.", "conv_shortcut.");
-    let (from, to) = if to_diffusers { (a, b) } else { (b, a) };
-    match rest.strip_prefix(from) {
-        Some(r) => format!("{to}{r}"),
-        None => rest.to_string(),
+/// Inside resnets: the 1×1 shortcut's two names.
+const SHORTCUT: (&str, &str) = ("nin_shortcut.", "conv_shortcut.");
+
+/// Match `key` against pattern `from`; on success return the other side, `to`, filled in,
+/// with the resnet shortcut renamed `shortcut.0` → `shortcut.1`.
+fn translate(
+    key: &str,
+    (from, to): (&str, &str),
+    levels: usize,
+    shortcut: (&str, &str),
+) -> Option<String> {
+    let mut rest = key;
+    let mut numbers: Vec<(char, usize)> = Vec::new();
+    let mut pattern = from;
+    while let Some(open) = pattern.find('{') {
+        rest = rest.strip_prefix(&pattern[..open])?;
+        let name = pattern[open + 1..].chars().next()?;
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        numbers.push((name, rest[..digits].parse().ok()?));
+        rest = &rest[digits..];
+        pattern = &pattern[open + 3..];
+    }
+    rest = rest.strip_prefix(pattern)?;
+    let mut out = to.to_string();
+    for (name, n) in numbers {
+        let n = if name == 'r' {
+            levels.checked_sub(n + 1)?
+        } else {
+            n
+        };
+        out = out.replace(&format!("{{{name}}}"), &n.to_string());
+    }
+    match rest.strip_prefix(shortcut.0) {
+        Some(r) => Some(format!("{out}{}{r}", shortcut.1)),
+        None => Some(format!("{out}{rest}")),
     }
 }
 
@@ -35,110 +125,16 @@ pub fn is_attention_projection(diffusers_key: &str) -> bool {
 /// An original VAE name (without `first_stage_model.`) in diffusers' naming; `levels` is
 /// the number of decoder up levels.
 pub fn to_diffusers(key: &str, levels: usize) -> Option<String> {
-    for side in ["encoder.", "decoder."] {
-        let Some(rest) = key.strip_prefix(side) else {
-            continue;
-        };
-        let mapped = if let Some(r) = rest.strip_prefix("down.") {
-            let (i, r) = index(r)?;
-            if let Some(r) = r.strip_prefix("block.") {
-                let (j, r) = index(r)?;
-                format!("down_blocks.{i}.resnets.{j}.{}", resnet(r, true))
-            } else {
-                format!(
-                    "down_blocks.{i}.downsamplers.0.conv.{}",
-                    r.strip_prefix("downsample.conv.")?
-                )
-            }
-        } else if let Some(r) = rest.strip_prefix("up.") {
-            let (i, r) = index(r)?;
-            let level = levels.checked_sub(i + 1)?;
-            if let Some(r) = r.strip_prefix("block.") {
-                let (j, r) = index(r)?;
-                format!("up_blocks.{level}.resnets.{j}.{}", resnet(r, true))
-            } else {
-                format!(
-                    "up_blocks.{level}.upsamplers.0.conv.{}",
-                    r.strip_prefix("upsample.conv.")?
-                )
-            }
-        } else if let Some(r) = rest.strip_prefix("mid.block_") {
-            let (n, r) = index(r)?;
-            format!(
-                "mid_block.resnets.{}.{}",
-                n.checked_sub(1)?,
-                resnet(r, true)
-            )
-        } else if let Some(r) = rest.strip_prefix("mid.attn_1.") {
-            let m = ATTENTION
-                .iter()
-                .find_map(|(l, d)| r.strip_prefix(l).map(|x| format!("{d}{x}")))?;
-            format!("mid_block.attentions.0.{m}")
-        } else if let Some(r) = rest.strip_prefix("norm_out.") {
-            format!("conv_norm_out.{r}")
-        } else if rest.starts_with("conv_in.") || rest.starts_with("conv_out.") {
-            rest.to_string()
-        } else {
-            return None;
-        };
-        return Some(format!("{side}{mapped}"));
-    }
-    if key.starts_with("quant_conv.") || key.starts_with("post_quant_conv.") {
-        return Some(key.to_string());
-    }
-    None
+    PATTERNS
+        .iter()
+        .find_map(|&(ldm, diffusers)| translate(key, (ldm, diffusers), levels, SHORTCUT))
 }
 
 /// A diffusers VAE name (without `vae.`) in the original naming.
 pub fn to_ldm(key: &str, levels: usize) -> Option<String> {
-    for side in ["encoder.", "decoder."] {
-        let Some(rest) = key.strip_prefix(side) else {
-            continue;
-        };
-        let mapped = if let Some(r) = rest.strip_prefix("down_blocks.") {
-            let (i, r) = index(r)?;
-            if let Some(r) = r.strip_prefix("resnets.") {
-                let (j, r) = index(r)?;
-                format!("down.{i}.block.{j}.{}", resnet(r, false))
-            } else {
-                format!(
-                    "down.{i}.downsample.conv.{}",
-                    r.strip_prefix("downsamplers.0.conv.")?
-                )
-            }
-        } else if let Some(r) = rest.strip_prefix("up_blocks.") {
-            let (i, r) = index(r)?;
-            let level = levels.checked_sub(i + 1)?;
-            if let Some(r) = r.strip_prefix("resnets.") {
-                let (j, r) = index(r)?;
-                format!("up.{level}.block.{j}.{}", resnet(r, false))
-            } else {
-                format!(
-                    "up.{level}.upsample.conv.{}",
-                    r.strip_prefix("upsamplers.0.conv.")?
-                )
-            }
-        } else if let Some(r) = rest.strip_prefix("mid_block.resnets.") {
-            let (n, r) = index(r)?;
-            format!("mid.block_{}.{}", n + 1, resnet(r, false))
-        } else if let Some(r) = rest.strip_prefix("mid_block.attentions.0.") {
-            let m = ATTENTION
-                .iter()
-                .find_map(|(l, d)| r.strip_prefix(d).map(|x| format!("{l}{x}")))?;
-            format!("mid.attn_1.{m}")
-        } else if let Some(r) = rest.strip_prefix("conv_norm_out.") {
-            format!("norm_out.{r}")
-        } else if rest.starts_with("conv_in.") || rest.starts_with("conv_out.") {
-            rest.to_string()
-        } else {
-            return None;
-        };
-        return Some(format!("{side}{mapped}"));
-    }
-    if key.starts_with("quant_conv.") || key.starts_with("post_quant_conv.") {
-        return Some(key.to_string());
-    }
-    None
+    PATTERNS.iter().find_map(|&(ldm, diffusers)| {
+        translate(key, (diffusers, ldm), levels, (SHORTCUT.1, SHORTCUT.0))
+    })
 }
 
 #[cfg(test)]

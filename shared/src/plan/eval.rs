@@ -70,13 +70,7 @@ impl<'a> ElementReader<'a> {
                 strides,
                 storage_offset,
             } => {
-                let contiguous = TensorRef::contiguous_strides(&tensor.shape);
-                let dense = tensor
-                    .shape
-                    .iter()
-                    .zip(strides.iter().zip(&contiguous))
-                    .all(|(&n, (&s, &c))| n == 1 || s == c);
-                if dense {
+                if TensorRef::contiguous(&tensor.shape, strides) {
                     let first = storage_offset + start;
                     self.storage_bytes(*input, storage, first * size, count * size, out)
                 } else {
@@ -272,7 +266,7 @@ pub fn streams(t: &LazyTensor) -> bool {
             storage, strides, ..
         } => {
             matches!(storage.data, DataLocation::Range { .. })
-                && strides == &TensorRef::contiguous_strides(&t.shape)
+                && TensorRef::contiguous(&t.shape, strides)
         }
         LazyData::Cast(s) | LazyData::Reshape(s) | LazyData::Slice { source: s, .. } => streams(s),
         LazyData::WeightedSum { a, b, .. } => streams(a) && streams(b),

@@ -119,14 +119,7 @@ impl LazyTensor {
     }
 
     fn is_contiguous(&self, strides: &[u64]) -> bool {
-        let mut expected = 1u64;
-        for (&size, &stride) in self.shape.iter().zip(strides).rev() {
-            if size != 1 && stride != expected {
-                return false;
-            }
-            expected = expected.saturating_mul(size);
-        }
-        true
+        TensorRef::contiguous(&self.shape, strides)
     }
 
     /// This tensor converted to `dtype` (itself when it already is).

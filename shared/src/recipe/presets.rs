@@ -43,7 +43,7 @@ pub fn merge(ema: EmaMode, dtype: Option<DType>) -> Recipe {
 }
 
 /// The seed's graft: base weights into a training checkpoint.
-pub fn graft(force: bool) -> Recipe {
+pub fn graft(force: bool, dtype: Option<DType>) -> Recipe {
     recipe(
         &["base", "training"],
         vec![
@@ -53,7 +53,7 @@ pub fn graft(force: bool) -> Recipe {
                 force,
             },
         ],
-        None,
+        dtype,
     )
 }
 

@@ -4,7 +4,7 @@ use super::rewrite;
 use super::EXIT_ERROR;
 use crate::cli::*;
 use ldmkit_core::ops::EmaMode;
-use ldmkit_core::recipe::{parse_dtype, presets, Layout, Recipe};
+use ldmkit_core::recipe::{parse_dtype, presets, Layout, Recipe, Step};
 use ldmkit_core::DType;
 
 fn dtype(arg: &Option<String>) -> Result<Option<DType>, u8> {
@@ -35,38 +35,38 @@ macro_rules! dtype_or_exit {
 }
 
 pub fn strip(a: &StripArgs) -> u8 {
-    let r = presets::strip(ema(a.ema, false), dtype_or_exit!(&a.dtype));
+    let r = presets::strip(ema(a.ema, false), dtype_or_exit!(&a.out.dtype));
     rewrite::run(&r, std::slice::from_ref(&a.input), &a.out)
 }
 
 pub fn merge(a: &MergeArgs) -> u8 {
-    let r = presets::merge(ema(a.ema, a.keep_ema), dtype_or_exit!(&a.dtype));
+    let r = presets::merge(ema(a.ema, a.keep_ema), dtype_or_exit!(&a.out.dtype));
     rewrite::run(&r, &[a.training.clone(), a.base.clone()], &a.out)
 }
 
 pub fn graft(a: &GraftArgs) -> u8 {
-    let r = presets::graft(a.force);
+    let r = presets::graft(a.force, dtype_or_exit!(&a.out.dtype));
     rewrite::run(&r, &[a.base.clone(), a.training.clone()], &a.out)
 }
 
 pub fn convert(a: &ConvertArgs) -> u8 {
     let layout = Layout::parse(&a.layout).expect("clap checks the value");
-    let r = presets::convert(layout, ema(a.ema, false), dtype_or_exit!(&a.dtype));
+    let r = presets::convert(layout, ema(a.ema, false), dtype_or_exit!(&a.out.dtype));
     rewrite::run(&r, std::slice::from_ref(&a.input), &a.out)
 }
 
 pub fn weighted_sum(a: &WeightedSumArgs) -> u8 {
-    let r = presets::weighted_sum(a.alpha, dtype_or_exit!(&a.dtype));
+    let r = presets::weighted_sum(a.alpha, dtype_or_exit!(&a.out.dtype));
     rewrite::run(&r, &[a.a.clone(), a.b.clone()], &a.out)
 }
 
 pub fn add_difference(a: &AddDifferenceArgs) -> u8 {
-    let r = presets::add_difference(a.alpha, dtype_or_exit!(&a.dtype));
+    let r = presets::add_difference(a.alpha, dtype_or_exit!(&a.out.dtype));
     rewrite::run(&r, &[a.a.clone(), a.b.clone(), a.c.clone()], &a.out)
 }
 
 pub fn bake_vae(a: &BakeVaeArgs) -> u8 {
-    let r = presets::bake_vae(dtype_or_exit!(&a.dtype));
+    let r = presets::bake_vae(dtype_or_exit!(&a.out.dtype));
     rewrite::run(&r, &[a.model.clone(), a.vae.clone()], &a.out)
 }
 
@@ -82,8 +82,12 @@ pub fn apply(a: &ApplyArgs) -> u8 {
             }
         }
     };
+    let dtype = dtype_or_exit!(&a.out.dtype);
     match Recipe::parse_any(text.trim()) {
-        Ok(r) => rewrite::run(&r, &a.inputs, &a.out),
+        Ok(mut r) => {
+            r.steps.extend(dtype.map(Step::Cast));
+            rewrite::run(&r, &a.inputs, &a.out)
+        }
         Err(e) => {
             eprintln!("error: {}: {e}", a.recipe);
             EXIT_ERROR
