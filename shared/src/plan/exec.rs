@@ -12,6 +12,7 @@ const CHUNK_BYTES: u64 = 8 << 20;
 /// Output bytes per computed chunk (each worker holds about six chunks' worth of buffers).
 const COMPUTE_CHUNK_BYTES: u64 = 2 << 20;
 /// At most this many threads compute chunks of one tensor at once.
+#[cfg(not(target_arch = "wasm32"))]
 const MAX_WORKERS: usize = 8;
 /// Bytes per in-kernel copy call.
 const KERNEL_COPY_BYTES: u64 = 64 << 20;
@@ -260,7 +261,8 @@ fn compute_chunks(
             Ok(())
         });
     }
-    let _ = workers;
+    #[cfg(target_arch = "wasm32")]
+    let _ = (inputs, workers);
     for i in 0..chunks {
         let (start, count) = range(i);
         consume(compute_one(reader, tensor, start, count))?;
