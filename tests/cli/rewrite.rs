@@ -460,3 +460,76 @@ fn hostile_inputs_are_refused_cleanly() {
         assert!(stray.is_empty(), "{}: left {stray:?}", file.display());
     }
 }
+
+/// `diff --json` of two checkpoints.
+fn diff_json(a: &Path, b: &Path) -> serde_json::Value {
+    let out = ldmkit(&["diff", "--json", s(a), s(b)]);
+    ok(&out, "diff");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn assert_same_tensors(a: &Path, b: &Path) {
+    let d = diff_json(a, b);
+    let n = d["tensors"].as_array().unwrap().len();
+    assert!(n > 0, "{d}");
+    assert_eq!(
+        d["identical"].as_u64().unwrap() as usize,
+        n,
+        "{}: {d}",
+        a.display()
+    );
+    assert!(d["only_in_a"].as_array().unwrap().is_empty(), "{d}");
+    assert!(d["only_in_b"].as_array().unwrap().is_empty(), "{d}");
+    assert!(d["mismatched"].as_array().unwrap().is_empty(), "{d}");
+}
+
+#[test]
+fn components_swap_in_from_any_naming() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = fixture("layouts/sd1_tiny_ldm.safetensors");
+    let folder = d.join("diffusers");
+    rewrite(&["convert", s(&model), "--layout", "diffusers"], &folder);
+    // Baking the model's own VAE back in, from a diffusers VAE file, from the diffusers
+    // folder, and from the model itself, gives the model back.
+    let vae_file = folder.join("vae/diffusion_pytorch_model.safetensors");
+    for (i, source) in [vae_file.as_path(), folder.as_path(), model.as_path()]
+        .into_iter()
+        .enumerate()
+    {
+        let out = d.join(format!("baked{i}.safetensors"));
+        rewrite(&["bake-vae", s(&model), s(source)], &out);
+        assert_same_tensors(&out, &model);
+    }
+    // Converting a converted SD 2.x model again loses nothing more.
+    let sd2 = fixture("layouts/sd2_tiny_ldm.safetensors");
+    let (once, back, twice) = (d.join("once"), d.join("back.safetensors"), d.join("twice"));
+    rewrite(&["convert", s(&sd2), "--layout", "diffusers"], &once);
+    rewrite(&["convert", s(&once), "--layout", "ldm"], &back);
+    rewrite(&["convert", s(&back), "--layout", "diffusers"], &twice);
+    assert_same_tensors(&once, &twice);
+}
+
+#[test]
+fn merges_take_no_ema_from_the_other_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ws.safetensors");
+    rewrite(
+        &[
+            "weighted-sum",
+            s(&fixture("sd1_release.ckpt")),
+            s(&fixture("sd1_training.ckpt")),
+            "--alpha",
+            "0.5",
+        ],
+        &out,
+    );
+    let report = crate::util::inspect_json(&out);
+    let ema = report["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"].as_str().unwrap().starts_with("model_ema."))
+        .count();
+    assert_eq!(ema, 0);
+}

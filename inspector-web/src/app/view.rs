@@ -18,10 +18,19 @@ struct Opened {
 
 /// The actions offered, each a recipe preset.
 const ACTIONS: &[(&str, &str)] = &[
-    ("strip", "Strip to a release (drop EMA, optimizer, training state)"),
+    (
+        "strip",
+        "Strip to a release (drop EMA, optimizer, training state)",
+    ),
     ("ema", "Extract EMA weights"),
-    ("merge", "Merge-back: training checkpoint + its base (2 files)"),
-    ("graft", "Graft: base weights into a training checkpoint (base, training)"),
+    (
+        "merge",
+        "Merge-back: training checkpoint + its base (2 files)",
+    ),
+    (
+        "graft",
+        "Graft: base weights into a training checkpoint (base, training)",
+    ),
     ("weighted-sum", "Weighted sum A·(1−α)+B·α (2 files)"),
     ("add-difference", "Add difference A+(B−C)·α (3 files)"),
     ("bake-vae", "Bake VAE: model + VAE (2 files)"),
@@ -102,12 +111,19 @@ pub fn App() -> impl IntoView {
 
     let on_reply = move |reply: JsValue| {
         let op = field(&reply, "op").as_string().unwrap_or_default();
-        let json = || field(&reply, "json").as_string().and_then(|s| serde_json::from_str::<Value>(&s).ok());
+        let json = || {
+            field(&reply, "json")
+                .as_string()
+                .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        };
         match op.as_str() {
             "report" => {
                 let name = field(&reply, "name").as_string().unwrap_or_default();
                 set_opened.update(|o| {
-                    if let Some(entry) = o.iter_mut().find(|e| e.name == name && e.report.is_none() && e.error.is_none()) {
+                    if let Some(entry) = o
+                        .iter_mut()
+                        .find(|e| e.name == name && e.report.is_none() && e.error.is_none())
+                    {
                         entry.report = json();
                     }
                 });
@@ -125,12 +141,19 @@ pub fn App() -> impl IntoView {
                 let blob: web_sys::Blob = field(&reply, "blob").into();
                 let bytes = field(&reply, "bytes").as_f64().unwrap_or(0.0);
                 let url = web_sys::Url::create_object_url_with_blob(&blob).unwrap_or_default();
-                let name = if format.get_untracked() == "ckpt" { "ldmkit-output.ckpt" } else { "ldmkit-output.safetensors" };
+                let name = if format.get_untracked() == "ckpt" {
+                    "ldmkit-output.ckpt"
+                } else {
+                    "ldmkit-output.safetensors"
+                };
                 if let Some((old, _, _)) = download.get_untracked() {
                     let _ = web_sys::Url::revoke_object_url(&old);
                 }
                 set_download.set(Some((url, name.to_string(), bytes)));
-                let lines = js_sys::Array::from(&field(&reply, "notes")).iter().filter_map(|v| v.as_string()).collect();
+                let lines = js_sys::Array::from(&field(&reply, "notes"))
+                    .iter()
+                    .filter_map(|v| v.as_string())
+                    .collect();
                 set_notes.set(lines);
                 set_progress.set(None);
             }
@@ -138,7 +161,10 @@ pub fn App() -> impl IntoView {
                 let message = field(&reply, "message").as_string().unwrap_or_default();
                 set_progress.set(None);
                 set_opened.update(|o| {
-                    if let Some(entry) = o.iter_mut().find(|e| e.report.is_none() && e.error.is_none()) {
+                    if let Some(entry) = o
+                        .iter_mut()
+                        .find(|e| e.report.is_none() && e.error.is_none())
+                    {
                         entry.error = Some(message.clone());
                     } else {
                         set_error.set(Some(message.clone()));
@@ -150,12 +176,26 @@ pub fn App() -> impl IntoView {
     };
     let engine = StoredValue::new_local(Engine::start(on_reply).ok());
     let restart = move || engine.set_value(Engine::start(on_reply).ok());
-    let send = move |req: JsValue| engine.with_value(|e| if let Some(e) = e { e.send(&req) });
+    let send = move |req: JsValue| {
+        engine.with_value(|e| {
+            if let Some(e) = e {
+                e.send(&req)
+            }
+        })
+    };
 
     let open_files = move |list: Vec<File>| {
         set_error.set(None);
         set_stats.set(None);
-        set_opened.set(list.iter().map(|f| Opened { name: f.name(), report: None, error: None }).collect());
+        set_opened.set(
+            list.iter()
+                .map(|f| Opened {
+                    name: f.name(),
+                    report: None,
+                    error: None,
+                })
+                .collect(),
+        );
         set_selected.set(0);
         for f in &list {
             send(request("inspect", std::slice::from_ref(f), &[]));
@@ -183,7 +223,10 @@ pub fn App() -> impl IntoView {
         send(request(
             "run",
             &files.get_untracked(),
-            &[("recipe", JsValue::from_str(&text)), ("format", JsValue::from_str(&format.get_untracked()))],
+            &[
+                ("recipe", JsValue::from_str(&text)),
+                ("format", JsValue::from_str(&format.get_untracked())),
+            ],
         ));
     };
     let cancel = move |_| {
@@ -192,7 +235,9 @@ pub fn App() -> impl IntoView {
         set_error.set(Some("cancelled".into()));
     };
     let copy_link = move |_| {
-        let href = web_sys::window().and_then(|w| w.location().href().ok()).unwrap_or_default();
+        let href = web_sys::window()
+            .and_then(|w| w.location().href().ok())
+            .unwrap_or_default();
         if let Some(w) = web_sys::window() {
             let _ = w.navigator().clipboard().write_text(&href);
         }
@@ -288,7 +333,10 @@ fn Summary(
     };
     let s = |v: &Value| v.as_str().unwrap_or("").to_string();
     let total = r["totals"]["bytes"].as_f64().unwrap_or(0.0).max(1.0);
-    let components: Vec<(String, Value)> = r["components"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+    let components: Vec<(String, Value)> = r["components"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
     let globals: Vec<Value> = r["globals"].as_array().cloned().unwrap_or_default();
     let tensors: Vec<Value> = r["tensors"].as_array().cloned().unwrap_or_default();
     let lightning = r["metadata"]["lightning"].clone();
@@ -347,9 +395,16 @@ fn Summary(
 
 #[component]
 fn Stats(key: String, stats: Value) -> impl IntoView {
-    let counts: Vec<f64> = stats["histogram"]["counts"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+    let counts: Vec<f64> = stats["histogram"]["counts"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
     let peak = counts.iter().cloned().fold(1.0, f64::max);
-    let n = |k: &str| stats[k].as_f64().map_or("-".to_string(), |v| format!("{v:.4e}"));
+    let n = |k: &str| {
+        stats[k]
+            .as_f64()
+            .map_or("-".to_string(), |v| format!("{v:.4e}"))
+    };
     view! {
         <section class="stats" id="stats">
             <h3>{key}</h3>

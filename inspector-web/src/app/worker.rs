@@ -16,9 +16,13 @@ impl Engine {
         let options = WorkerOptions::new();
         options.set_type(WorkerType::Module);
         let worker = Worker::new_with_options("./worker.js", &options)?;
-        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| on_reply(ev.data()));
+        let on_message =
+            Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| on_reply(ev.data()));
         worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        Ok(Engine { worker, _on_message: on_message })
+        Ok(Engine {
+            worker,
+            _on_message: on_message,
+        })
     }
 
     pub fn send(&self, request: &JsValue) {

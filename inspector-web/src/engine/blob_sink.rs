@@ -35,7 +35,8 @@ impl BlobSink {
         }
         // Uint8Array::from copies out of wasm memory, so the part survives memory growth.
         let bytes = js_sys::Uint8Array::from(&self.pending[..]);
-        let part = Blob::new_with_u8_array_sequence(&js_sys::Array::of1(&bytes)).map_err(js_error)?;
+        let part =
+            Blob::new_with_u8_array_sequence(&js_sys::Array::of1(&bytes)).map_err(js_error)?;
         self.parts.push(&part);
         self.pending.clear();
         Ok(())

@@ -40,7 +40,12 @@ impl Source for BlobSource {
         let end = offset
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= self.len)
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end of the file"))?;
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "read past the end of the file",
+                )
+            })?;
         if buf.is_empty() {
             return Ok(());
         }
@@ -52,7 +57,10 @@ impl Source for BlobSource {
         let bytes = reader.read_as_array_buffer(&slice).map_err(js_error)?;
         let array = js_sys::Uint8Array::new(&bytes);
         if array.length() as usize != buf.len() {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "short read",
+            ));
         }
         array.copy_to(buf);
         Ok(())

@@ -85,7 +85,10 @@ fn open(file: &File) -> Result<Checkpoint, String> {
             .collect();
         let mut message = format!("{}: {e}", file.name());
         if !dangerous.is_empty() {
-            message += &format!(" (it imports {}, which would run code in torch.load)", dangerous.join(", "));
+            message += &format!(
+                " (it imports {}, which would run code in torch.load)",
+                dangerous.join(", ")
+            );
         }
         message
     })
@@ -101,7 +104,11 @@ fn handle(id: &JsValue, data: &JsValue) -> Result<(), String> {
             let ckpt = open(file)?;
             let report = Report::new(&ckpt).map_err(|e| format!("{}: {e}", file.name()))?;
             let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
-            post(id, "report", vec![("json", json.into()), ("name", file.name().into())]);
+            post(
+                id,
+                "report",
+                vec![("json", json.into()), ("name", file.name().into())],
+            );
         }
         "stats" => {
             let file = first()?;
@@ -114,23 +121,43 @@ fn handle(id: &JsValue, data: &JsValue) -> Result<(), String> {
                 .ok_or_else(|| format!("no tensor '{key}'"))?;
             let lazy = LazyTensor::stored(0, found.tensor, ckpt.storage(found.tensor));
             let sources = [ckpt.source.clone()];
-            let stats = tensor_stats(&mut ElementReader::new(&sources), &lazy, 40).map_err(|e| e.to_string())?;
+            let stats = tensor_stats(&mut ElementReader::new(&sources), &lazy, 40)
+                .map_err(|e| e.to_string())?;
             let json = serde_json::to_string(&stats).map_err(|e| e.to_string())?;
-            post(id, "stats", vec![("json", json.into()), ("key", key.into())]);
+            post(
+                id,
+                "stats",
+                vec![("json", json.into()), ("key", key.into())],
+            );
         }
         "diff" => {
             let [a, b] = &files[..] else {
                 return Err("diff takes two files".into());
             };
             let mut inputs = Inputs::new();
-            let ia = Input { files: vec![(String::new(), inputs.add(open(a)?))] };
-            let ib = Input { files: vec![(String::new(), inputs.add(open(b)?))] };
-            let wa = inputs.working(&ia).map_err(|e| format!("{}: {e}", a.name()))?;
-            let wb = inputs.working(&ib).map_err(|e| format!("{}: {e}", b.name()))?;
+            let ia = Input {
+                files: vec![(String::new(), inputs.add(open(a)?))],
+            };
+            let ib = Input {
+                files: vec![(String::new(), inputs.add(open(b)?))],
+            };
+            let wa = inputs
+                .working(&ia)
+                .map_err(|e| format!("{}: {e}", a.name()))?;
+            let wb = inputs
+                .working(&ib)
+                .map_err(|e| format!("{}: {e}", b.name()))?;
             let sources = inputs.sources();
             let mut reader = ElementReader::new(&sources);
             let report = diff(&mut reader, &wa, &wb, &mut |done, total| {
-                post(id, "progress", vec![("done", (done as f64).into()), ("total", (total as f64).into())]);
+                post(
+                    id,
+                    "progress",
+                    vec![
+                        ("done", (done as f64).into()),
+                        ("total", (total as f64).into()),
+                    ],
+                );
             })
             .map_err(|e| e.to_string())?;
             let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
@@ -155,11 +182,18 @@ fn run(id: &JsValue, data: &JsValue, files: &[File]) -> Result<(), String> {
     let mut bound = Vec::new();
     for file in files {
         let index = inputs.add(open(file)?);
-        bound.push(Input { files: vec![(String::new(), index)] });
+        bound.push(Input {
+            files: vec![(String::new(), index)],
+        });
     }
     let (work, notes) = recipe::run(&recipe, &inputs, &bound).map_err(|e| e.to_string())?;
-    let Output::File(plan) = recipe::output_plan(&work, &inputs, format, &recipe).map_err(|e| e.to_string())? else {
-        return Err("a diffusers folder cannot be downloaded as one file; choose .safetensors or .ckpt".into());
+    let Output::File(plan) =
+        recipe::output_plan(&work, &inputs, format, &recipe).map_err(|e| e.to_string())?
+    else {
+        return Err(
+            "a diffusers folder cannot be downloaded as one file; choose .safetensors or .ckpt"
+                .into(),
+        );
     };
     let blobs: Vec<Blob> = files.iter().map(|f| f.clone().into()).collect();
     let mut sink = BlobSink::new(blobs);
@@ -168,15 +202,26 @@ fn run(id: &JsValue, data: &JsValue, files: &[File]) -> Result<(), String> {
         // About a hundred updates per run.
         if done - last >= total / 100 || done == total {
             last = done;
-            post(id, "progress", vec![("done", (done as f64).into()), ("total", (total as f64).into())]);
+            post(
+                id,
+                "progress",
+                vec![
+                    ("done", (done as f64).into()),
+                    ("total", (total as f64).into()),
+                ],
+            );
         }
         true
     };
-    let report = execute(&plan, &inputs.sources(), &mut sink, &mut progress).map_err(|e| e.to_string())?;
+    let report =
+        execute(&plan, &inputs.sources(), &mut sink, &mut progress).map_err(|e| e.to_string())?;
     let blob = sink.finish().map_err(|e| e.to_string())?;
     let mut lines = notes.lines;
     for (name, bad) in &report.non_finite {
-        lines.push(format!("warning: {name}: {} NaN and {} infinite values", bad.nan, bad.inf));
+        lines.push(format!(
+            "warning: {name}: {} NaN and {} infinite values",
+            bad.nan, bad.inf
+        ));
     }
     let notes: js_sys::Array = lines.iter().map(|l| JsValue::from_str(l)).collect();
     post(

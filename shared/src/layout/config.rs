@@ -26,6 +26,7 @@ fn count(t: &Tensors, prefix: &str) -> usize {
     t.keys()
         .filter_map(|k| k.strip_prefix(prefix))
         .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
+        .filter(|&n| n <= 64)
         .max()
         .map_or(0, |m| m + 1)
 }
@@ -80,7 +81,7 @@ pub fn unet(t: &Tensors) -> Result<Value> {
     let context = t
         .iter()
         .find(|(k, _)| k.ends_with("attn2.to_k.weight"))
-        .map(|(_, t)| t.shape[1])
+        .and_then(|(_, t)| t.shape.get(1).copied())
         .ok_or_else(|| Error::op("cannot infer the config: no cross-attention"))?;
     let sdxl = t.contains_key("add_embedding.linear_1.weight");
     let mut config = json!({

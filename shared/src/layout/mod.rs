@@ -79,6 +79,7 @@ pub fn convert(work: &mut Working, layout: Layout) -> Result<ConvertReport> {
 fn vae_levels<'a>(keys: impl Iterator<Item = &'a str>, up: &str) -> usize {
     keys.filter_map(|k| k.strip_prefix(up))
         .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
+        .filter(|&n| n <= 64)
         .max()
         .map_or(0, |m| m + 1)
 }
@@ -95,9 +96,16 @@ fn to_diffusers(work: &mut Working) -> Result<ConvertReport> {
                     .strip_prefix("transformer.resblocks.")
             })
             .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
+            .filter(|&n| n <= 256)
             .max()
     };
-    let sd2_last = open_clip_layers(LDM_OPEN_CLIP);
+    // SD 2.x conditions on the penultimate layer; diffusers drops the last block of a
+    // complete tower (one with its projection). A tower without one was already cut
+    // (written by a diffusers -> ldm conversion): nothing more to drop.
+    let complete = work
+        .state_dict
+        .contains_key(&format!("{LDM_OPEN_CLIP}text_projection"));
+    let sd2_last = open_clip_layers(LDM_OPEN_CLIP).filter(|_| complete);
 
     rebuild(work, |key, e| {
         let t = &e.tensor;
@@ -106,7 +114,10 @@ fn to_diffusers(work: &mut Working) -> Result<ConvertReport> {
         } else if let Some(r) = key.strip_prefix(LDM_VAE) {
             vae::to_diffusers(r, levels).map(|k| {
                 let k = format!("vae.{k}");
-                let t = if vae::is_attention_projection(&k) && t.shape.len() == 4 {
+                let t = if vae::is_attention_projection(&k)
+                    && t.shape.len() == 4
+                    && t.shape[2..] == [1, 1]
+                {
                     t.reshape(t.shape[..2].to_vec())
                 } else {
                     t.clone()
@@ -232,6 +243,13 @@ fn to_ldm(work: &mut Working) -> Result<ConvertReport> {
                     .and_then(LazyTensor::concat)
                     .map(|t| vec![(format!("{target}{joined}"), t)])
             } else if text::is_qkv(r) {
+                // k and v are joined into `in_proj` when q is met; without a q, nothing is.
+                let q = r
+                    .replace(".k_proj.", ".q_proj.")
+                    .replace(".v_proj.", ".q_proj.");
+                state_dict.contains_key(&format!("{p}{q}")).then(Vec::new)
+            } else if r == "text_model.embeddings.position_ids" {
+                // Saved by transformers < 4.31; OpenCLIP has no such buffer.
                 Some(vec![])
             } else {
                 text::open_clip_to_ldm(r, t).map(|(k, t)| vec![(format!("{target}{k}"), t)])
@@ -239,7 +257,7 @@ fn to_ldm(work: &mut Working) -> Result<ConvertReport> {
         } else if let Some(r) = key.strip_prefix("text_encoder.") {
             let mut v = vec![(format!("{clip_prefix}{r}"), t.clone())];
             if r == "text_model.embeddings.position_embedding.weight" {
-                if let Some(&n) = t.shape.first() {
+                if let Some(&n) = t.shape.first().filter(|&&n| (1..=4096).contains(&n)) {
                     v.push((
                         format!("{clip_prefix}text_model.embeddings.position_ids"),
                         position_ids(n),

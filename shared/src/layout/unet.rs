@@ -38,10 +38,14 @@ fn resnet_to_ldm(rest: &str) -> Option<String> {
         .find_map(|(l, d)| rest.strip_prefix(d).map(|r| format!("{l}{r}")))
 }
 
-/// `"12.rest"` → `(12, "rest")`.
+/// Block numbers beyond this are not a UNet (SDXL's largest is 11).
+const MAX_INDEX: usize = 64;
+
+/// `"12.rest"` → `(12, "rest")`, for small numbers only.
 fn index(s: &str) -> Option<(usize, &str)> {
     let (n, rest) = s.split_once('.')?;
-    Some((n.parse().ok()?, rest))
+    let n: usize = n.parse().ok()?;
+    (n <= MAX_INDEX).then_some((n, rest))
 }
 
 /// The UNet's shape facts the names depend on.
@@ -59,7 +63,7 @@ impl UnetShape {
             .clone()
             .filter_map(|k| k.strip_prefix("input_blocks."))
             .filter_map(index)
-            .filter(|(_, r)| r.starts_with("0.op."))
+            .filter(|(n, r)| *n >= 2 && r.starts_with("0.op."))
             .map(|(n, _)| n - 1)
             .min()
             .unwrap_or(2);

@@ -75,8 +75,10 @@ fn combine(
             origin: None,
         };
     }
+    // Keys only in B come along, as in A1111 — but not B's LitEma copies: A's were dropped
+    // or kept on purpose before the merge.
     for (key, entry) in &b.state_dict {
-        if !work.state_dict.contains_key(key) {
+        if !work.state_dict.contains_key(key) && !key.starts_with(crate::ops::ema::EMA_PREFIX) {
             work.state_dict.insert(key.clone(), entry.clone());
         }
     }

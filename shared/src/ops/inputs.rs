@@ -48,6 +48,13 @@ impl Inputs {
         let mut work = Working::default();
         for (prefix, index) in &input.files {
             let ckpt = &self.checkpoints[*index];
+            if let crate::checkpoint::ContainerInfo::TorchZip { byteorder, .. } = &ckpt.info {
+                if byteorder == "big" {
+                    return Err(Error::op(
+                        "is a big-endian torch file; rewriting those is not supported",
+                    ));
+                }
+            }
             let sd = find_state_dict(&ckpt.graph, ckpt.root)
                 .ok_or_else(|| Error::op("holds no state dict (no dict of tensors)"))?;
             let torch = ckpt.format != Format::Safetensors;
@@ -73,11 +80,13 @@ impl Inputs {
 /// or a `model`/`module` wrapper.
 pub fn find_state_dict(graph: &ObjectGraph, root: ValueId) -> Option<ValueId> {
     let mut at = root;
-    while let Some(inner) = graph.dict_get(at, "state_dict") {
-        if graph.dict_items(inner).is_none() {
-            break;
+    // Nested `state_dict`s occur (a wrapped Lightning file); a dict that contains itself
+    // must not loop.
+    for _ in 0..8 {
+        match graph.dict_get(at, "state_dict") {
+            Some(inner) if inner != at && graph.dict_items(inner).is_some() => at = inner,
+            _ => break,
         }
-        at = inner;
     }
     let holds_tensors = |id: ValueId| {
         graph.dict_items(id).is_some_and(|items| {
@@ -128,4 +137,19 @@ fn entries(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Dict;
+
+    #[test]
+    fn a_state_dict_that_contains_itself_ends_the_search() {
+        let mut g = ObjectGraph::new();
+        let d = g.push(Value::Dict(Dict::default()));
+        let k = g.push(Value::Str("state_dict".into()));
+        g.dict_insert(d, k, d);
+        assert_eq!(find_state_dict(&g, d), None);
+    }
 }

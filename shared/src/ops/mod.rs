@@ -6,7 +6,7 @@
 //! reads a tensor byte; arithmetic is deferred into the plan that writes the result.
 
 mod arith;
-mod ema;
+pub(crate) mod ema;
 mod inputs;
 mod merge;
 mod output;

@@ -113,6 +113,35 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
         };
         items.push((key, value));
     }
+    // Non-tensor entries of the source state dict (`_extra_state`, counters) stay as they were.
+    match (work.tree, work.container) {
+        (Some(_), _) => {
+            let kept: Vec<_> = graph
+                .dict_items(container)
+                .unwrap_or(&[])
+                .iter()
+                .filter(|&&(_, v)| !matches!(graph.get(v), Value::Tensor(_)))
+                .copied()
+                .collect();
+            items.extend(kept);
+        }
+        (None, Some(origin)) => {
+            let src = &inputs.checkpoint(origin.input).graph;
+            let memo = memos.entry(origin.input).or_default();
+            for &(k, v) in src.dict_items(origin.id).unwrap_or(&[]) {
+                if !matches!(src.get(v), Value::Tensor(_)) {
+                    let (k, v) = (graph.import(src, k, memo), graph.import(src, v, memo));
+                    items.push((k, v));
+                }
+            }
+            for (&from, &to) in memo.iter() {
+                if matches!(src.get(from), Value::Storage(_)) {
+                    storage_input.entry(to).or_insert(origin.input);
+                }
+            }
+        }
+        (None, None) => {}
+    }
     graph.set_dict_items(container, items);
 
     let storage_data = |id: ValueId| -> Result<(LazyTensor, String)> {

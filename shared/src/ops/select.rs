@@ -1,9 +1,11 @@
 //! Choosing, renaming, swapping and casting state-dict entries.
 
+use super::ema::EMA_PREFIX;
 use super::{Entry, Working};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::components::{classify, Component};
+use crate::recipe::Layout;
 use globset::{GlobBuilder, GlobMatcher};
 
 fn glob(pattern: &str) -> Result<GlobMatcher> {
@@ -59,33 +61,75 @@ fn ldm_prefix(component: Component) -> Option<&'static str> {
     })
 }
 
+/// `from`'s tensors in the original layout: a diffusers model is converted; a file holding
+/// one component under its own names (an A1111 VAE `encoder.*`, a diffusers VAE
+/// `encoder.down_blocks.*`, a CLIP `text_model.*`, a bare UNet) gets its component's place.
+fn in_ldm_layout(from: &Working, component: Component) -> Result<Working> {
+    let mut from = from.clone();
+    if crate::layout::is_diffusers(&from) {
+        crate::layout::convert(&mut from, Layout::Ldm)?;
+        return Ok(from);
+    }
+    let own: Vec<(String, Entry)> = from
+        .state_dict
+        .iter()
+        .filter(|(k, _)| classify(k) == component && !k.starts_with(EMA_PREFIX))
+        .map(|(k, e)| (k.clone(), e.clone()))
+        .collect();
+    let diffusers_names = own.iter().any(|(k, _)| {
+        ["down_blocks.", "up_blocks.", "mid_block."]
+            .iter()
+            .any(|p| k.contains(p))
+    });
+    let ldm_prefix = ldm_prefix(component).expect("checked by the caller");
+    let (prefix, convert) = match component {
+        Component::TextEncoder => ("text_encoder.", true),
+        Component::Vae | Component::Unet if diffusers_names => (
+            if component == Component::Vae {
+                "vae."
+            } else {
+                "unet."
+            },
+            true,
+        ),
+        _ => (ldm_prefix, false),
+    };
+    let mut only = Working::default();
+    for (k, e) in own {
+        // A CLIP file saved without the `text_model.` level (old transformers).
+        let k = if component == Component::TextEncoder && !k.starts_with("text_model.") {
+            format!("text_model.{k}")
+        } else {
+            k
+        };
+        only.state_dict.insert(format!("{prefix}{k}"), e);
+    }
+    if convert {
+        crate::layout::convert(&mut only, Layout::Ldm)?;
+    }
+    Ok(only)
+}
+
 /// Replace `component` of `work` with the one in `from` (bake a VAE in, take the text
-/// encoder from another model). `from` may be a whole checkpoint or a file holding only
-/// that component in original naming (an A1111 VAE: `encoder.*`, `decoder.*`, ...).
-/// Returns how many tensors came in.
+/// encoder from another model). Returns how many tensors came in.
 pub fn swap_component(work: &mut Working, from: &Working, component: Component) -> Result<usize> {
     let prefix = ldm_prefix(component)
         .ok_or_else(|| Error::recipe(format!("cannot swap the {}", component.name())))?;
-    let diffusers = work.state_dict.keys().any(|k| k.starts_with("unet."));
-    if diffusers {
+    if crate::layout::is_diffusers(work) {
         return Err(Error::op(
             "swap works on original-layout checkpoints; convert to ldm first",
         ));
     }
-    let mut incoming: Vec<(String, Entry)> = from
-        .state_dict
-        .iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .map(|(k, e)| (k.clone(), e.clone()))
-        .collect();
-    if incoming.is_empty() {
-        // A component-only file: its keys classify as the component without the prefix.
-        incoming = from
-            .state_dict
+    let take = |w: &Working| -> Vec<(String, Entry)> {
+        w.state_dict
             .iter()
-            .filter(|(k, _)| classify(k) == component && !k.starts_with("model_ema."))
-            .map(|(k, e)| (format!("{prefix}{k}"), e.clone()))
-            .collect();
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect()
+    };
+    let mut incoming = take(from);
+    if incoming.is_empty() {
+        incoming = take(&in_ldm_layout(from, component)?);
     }
     if incoming.is_empty() {
         return Err(Error::op(format!("has no {} to take", component.name())));

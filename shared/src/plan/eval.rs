@@ -37,6 +37,8 @@ pub struct ElementReader<'a> {
     /// Whole tensors or storages pulled into memory (transposes, deflated storages), keyed
     /// by the address of their data so repeated chunks reuse them.
     materialized: HashMap<usize, Arc<Vec<u8>>>,
+    /// Inflated storages of re-zipped files, by `(input, entry offset)`.
+    inflated: HashMap<(usize, u64), Arc<Vec<u8>>>,
 }
 
 impl<'a> ElementReader<'a> {
@@ -44,7 +46,15 @@ impl<'a> ElementReader<'a> {
         ElementReader {
             inputs,
             materialized: HashMap::new(),
+            inflated: HashMap::new(),
         }
+    }
+
+    /// Forget tensors and storages pulled into memory (called between output parts, so at
+    /// most one tensor's worth is held at a time).
+    pub fn clear(&mut self) {
+        self.materialized.clear();
+        self.inflated.clear();
     }
 
     /// Append the bytes of elements `start..start + count` of `tensor` (row-major, in its
@@ -146,14 +156,14 @@ impl<'a> ElementReader<'a> {
     /// Elements `start..start + count` of `tensor` as numbers (f64 holds every value of the
     /// float and integer types up to 32 bits exactly).
     pub fn read_values(&mut self, tensor: &LazyTensor, start: u64, count: u64) -> Result<Vec<f64>> {
-        match &*tensor.data {
-            LazyData::Cast(source) => self.read_values(source, start, count),
+        let values = match &*tensor.data {
+            LazyData::Cast(source) => self.read_values(source, start, count)?,
             LazyData::WeightedSum { a, b, alpha } => {
                 let (x, y) = (
                     self.read_values(a, start, count)?,
                     self.read_values(b, start, count)?,
                 );
-                Ok(if tensor.dtype == DType::Float64 {
+                if tensor.dtype == DType::Float64 {
                     x.iter()
                         .zip(&y)
                         .map(|(x, y)| (1.0 - alpha) * x + alpha * y)
@@ -164,27 +174,30 @@ impl<'a> ElementReader<'a> {
                         .zip(&y)
                         .map(|(&x, &y)| (wa * x as f32 + wb * y as f32) as f64)
                         .collect()
-                })
+                }
             }
             LazyData::AddDifference { a, b, c, alpha } => {
                 let x = self.read_values(a, start, count)?;
                 let y = self.read_values(b, start, count)?;
                 let z = self.read_values(c, start, count)?;
-                Ok(if tensor.dtype == DType::Float64 {
+                if tensor.dtype == DType::Float64 {
                     (0..x.len()).map(|i| x[i] + (y[i] - z[i]) * alpha).collect()
                 } else {
                     let w = *alpha as f32;
                     (0..x.len())
                         .map(|i| (x[i] as f32 + (y[i] as f32 - z[i] as f32) * w) as f64)
                         .collect()
-                })
+                }
             }
             _ => {
                 let mut bytes = Vec::with_capacity((count * tensor.dtype.size()) as usize);
                 self.read_bytes(tensor, start, count, &mut bytes)?;
-                decode(&bytes, tensor.dtype)
+                return decode(&bytes, tensor.dtype);
             }
-        }
+        };
+        // A computed tensor's values are what its dtype can hold: an outer operation reads
+        // them rounded, as it would read them from a file.
+        Ok(round_to(values, tensor.dtype))
     }
 
     fn storage_bytes(
@@ -214,11 +227,17 @@ impl<'a> ElementReader<'a> {
                 compressed_len,
                 len: full,
             } => {
-                let key = storage as *const _ as usize ^ (*at as usize);
-                let whole = match self.materialized.get(&key) {
+                let key = (input, *at);
+                let whole = match self.inflated.get(&key) {
                     Some(w) => w.clone(),
                     None => {
                         check_materialized(*full)?;
+                        // Deflate never grows data by more than a few bytes per 16 KiB.
+                        if *compressed_len > full + full / 8 + (1 << 20) {
+                            return Err(Error::zip(format!(
+                                "{entry}: {compressed_len} compressed bytes for {full}"
+                            )));
+                        }
                         let packed = read_vec(source.as_ref(), *at, *compressed_len)?;
                         let mut data = Vec::with_capacity(*full as usize);
                         flate2::read::DeflateDecoder::new(&packed[..])
@@ -229,7 +248,7 @@ impl<'a> ElementReader<'a> {
                             return Err(Error::zip(format!("{entry}: inflates short")));
                         }
                         let data = Arc::new(data);
-                        self.materialized.insert(key, data.clone());
+                        self.inflated.insert(key, data.clone());
                         data
                     }
                 };
@@ -359,6 +378,21 @@ fn element_indices(shape: &[u64], strides: &[u64], start: u64, count: u64) -> Ve
             at
         })
         .collect()
+}
+
+/// Round computed values to what `dtype` holds (through f32, as torch does).
+fn round_to(mut values: Vec<f64>, dtype: DType) -> Vec<f64> {
+    match dtype {
+        DType::Float32 => values.iter_mut().for_each(|v| *v = *v as f32 as f64),
+        DType::Float16 => values
+            .iter_mut()
+            .for_each(|v| *v = f16::from_f32(*v as f32).to_f64()),
+        DType::BFloat16 => values
+            .iter_mut()
+            .for_each(|v| *v = bf16::from_f32(*v as f32).to_f64()),
+        _ => {}
+    }
+    values
 }
 
 /// Numbers from little-endian bytes of `dtype`.

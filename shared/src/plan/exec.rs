@@ -22,11 +22,13 @@ pub trait Sink {
     /// Append bytes.
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
 
-    /// Append `len` bytes of `source` at `offset` without passing them through our memory,
-    /// if this sink can (a native file sink over a file source). `Ok(false)`: it cannot;
-    /// the executor then reads and writes them itself.
+    /// Append `len` bytes of input `input` (`source`) at `offset` without passing them
+    /// through our memory, if this sink can (a native file sink over a file source: a kernel
+    /// copy; the browser: a slice of the user's `File`). `Ok(false)`: it cannot; the
+    /// executor then reads and writes them itself.
     fn copy_range(
         &mut self,
+        _input: usize,
         _source: &dyn Source,
         _offset: u64,
         _len: u64,
@@ -132,7 +134,7 @@ pub fn execute(
                 if slot_of[index].is_none() {
                     while at < *len {
                         let n = (*len - at).min(KERNEL_COPY_BYTES);
-                        if !sink.copy_range(source.as_ref(), offset + at, n)? {
+                        if !sink.copy_range(*input, source.as_ref(), offset + at, n)? {
                             break;
                         }
                         at += n;
@@ -151,6 +153,7 @@ pub fn execute(
                 }
             }
             Part::Compute { name, tensor } => {
+                reader.clear();
                 let workers = if streams(tensor) { workers() } else { 1 };
                 let per_chunk = (COMPUTE_CHUNK_BYTES / tensor.dtype.size().max(1)).max(1);
                 let mut bad = NonFinite::default();

@@ -53,7 +53,13 @@ impl Sink for FileSink {
     }
 
     #[cfg(target_os = "linux")]
-    fn copy_range(&mut self, source: &dyn Source, offset: u64, len: u64) -> std::io::Result<bool> {
+    fn copy_range(
+        &mut self,
+        _input: usize,
+        source: &dyn Source,
+        offset: u64,
+        len: u64,
+    ) -> std::io::Result<bool> {
         use std::os::fd::AsRawFd;
         let Some(input) = source.as_file() else {
             return Ok(false);

@@ -206,7 +206,7 @@ impl LazyTensor {
 
     /// Tensors of one dtype stacked along the first dimension.
     pub fn concat(parts: Vec<LazyTensor>) -> Option<LazyTensor> {
-        let first = parts.first()?;
+        let first = parts.first().filter(|p| !p.shape.is_empty())?;
         let mut shape = first.shape.clone();
         shape[0] = 0;
         for p in &parts {

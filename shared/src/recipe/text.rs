@@ -102,6 +102,16 @@ fn alpha(s: &str) -> Result<f64> {
 
 /// Build a step from its words (shared by the text and URL forms).
 pub(super) fn parse_step(words: &[&str], inputs: &[String]) -> Result<Step> {
+    // Every word must survive the text form (space-separated, `#` comments).
+    if let Some(w) = words
+        .iter()
+        .find(|w| w.is_empty() || w.contains(|c: char| c.is_whitespace() || c == '#'))
+    {
+        return Err(Error::recipe(format!("'{w}' cannot be a word of a recipe")));
+    }
+    if words.is_empty() {
+        return Err(Error::recipe("empty step"));
+    }
     let input = |s: &str| -> Result<String> {
         if inputs.iter().any(|i| i == s) {
             Ok(s.to_string())

@@ -111,6 +111,17 @@ mod tests {
     }
 
     #[test]
+    fn links_cannot_smuggle_words_the_text_form_cannot_hold() {
+        for bad in [
+            "#recipe=1;inputs,a;open,a;rename,x,",
+            "#recipe=1;inputs,a;open,a;keep,a%20b",
+            "#recipe=1;inputs,a;open,a;drop,%23x",
+        ] {
+            assert!(from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let e = Recipe::from_text("ldmkit-recipe 1\ninputs a\nopen b\n").unwrap_err();
         assert_eq!(

@@ -27,7 +27,10 @@ impl StorageLocator for ZipStorages<'_> {
                 entry.size
             ));
         }
-        let crc = (entry.size == nbytes).then_some(entry.crc32);
+        // torch.save with CRCs turned off records 0: treat that as unknown, so a rewrite
+        // computes real ones.
+        let crc =
+            (entry.size == nbytes && (entry.crc32 != 0 || nbytes == 0)).then_some(entry.crc32);
         Ok(match entry.compression {
             Compression::Stored => (
                 DataLocation::Range {

@@ -114,13 +114,14 @@ impl ZipBuilder {
             }
         };
         match crc {
+            // Pushed as parts of their own: merged into a data part they would join its CRC.
             Crc::Known(c) => {
                 descriptor.extend_from_slice(&c.to_le_bytes());
                 sizes(&mut descriptor);
-                self.plan.push(Part::Bytes(descriptor));
+                self.plan.parts.push(Part::Bytes(descriptor));
             }
             Crc::Slot(s) => {
-                self.plan.push(Part::Bytes(descriptor));
+                self.plan.parts.push(Part::Bytes(descriptor));
                 self.plan.push(Part::Crc(s));
                 let mut rest = Vec::new();
                 sizes(&mut rest);
