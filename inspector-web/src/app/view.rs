@@ -333,10 +333,13 @@ fn Summary(
     };
     let s = |v: &Value| v.as_str().unwrap_or("").to_string();
     let total = r["totals"]["bytes"].as_f64().unwrap_or(0.0).max(1.0);
-    let components: Vec<(String, Value)> = r["components"]
+    let mut components: Vec<(String, Value)> = r["components"]
         .as_object()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
+    // Largest first: what takes the space is what the user came to see.
+    let size = |c: &Value| c["bytes"].as_f64().unwrap_or(0.0);
+    components.sort_by(|a, b| size(&b.1).total_cmp(&size(&a.1)));
     let globals: Vec<Value> = r["globals"].as_array().cloned().unwrap_or_default();
     let tensors: Vec<Value> = r["tensors"].as_array().cloned().unwrap_or_default();
     let lightning = r["metadata"]["lightning"].clone();
@@ -374,6 +377,7 @@ fn Summary(
             </ul>
             <h3>"Keys"</h3>
             <input id="filter" placeholder="filter, e.g. attn2.to_k" prop:value=move || filter.get() on:input=move |ev| set_filter.set(event_target_value(&ev))/>
+            <div class="keys-box">
             <table class="keys" id="keys">
                 <tr><th>"name"</th><th>"dtype"</th><th>"shape"</th><th>"size"</th></tr>
                 {move || {
@@ -389,6 +393,7 @@ fn Summary(
                     }).collect_view()
                 }}
             </table>
+            </div>
         </section>
     }.into_any()
 }
