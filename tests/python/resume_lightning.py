@@ -100,18 +100,7 @@ def main(argv):
         # Same arguments as the generator's callback -> same state_key, so
         # Lightning hands it the checkpoint's callback state.
         callback = ModelCheckpoint(dirpath=tmp, monitor="train_loss", save_top_k=1, every_n_train_steps=1)
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_steps=start + 1,
-            callbacks=[callback, probe],
-            enable_checkpointing=True,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            deterministic=True,
-            num_sanity_val_steps=0,
-        )
+        trainer = generate.quiet_trainer(start + 1, [callback, probe])
         with warnings.catch_warnings():
             # Few dataloader workers, changed ModelCheckpoint dirpath: expected.
             warnings.simplefilter("ignore")

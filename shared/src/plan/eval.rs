@@ -401,7 +401,11 @@ pub fn decode(bytes: &[u8], dtype: DType) -> Result<Vec<f64>> {
         ($t:ty, $n:expr, $f:expr) => {
             bytes
                 .chunks_exact($n)
-                .map(|c| $f(<$t>::from_le_bytes(c.try_into().unwrap())))
+                .map(|c| {
+                    $f(<$t>::from_le_bytes(
+                        c.try_into().expect("chunks_exact gives whole elements"),
+                    ))
+                })
                 .collect()
         };
     }
