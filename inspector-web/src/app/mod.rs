@@ -4,6 +4,12 @@
 //! ([`worker::Engine`]). The current recipe is always in the URL fragment, so the address bar
 //! is the share link.
 
+mod actions;
+mod diff;
+mod format;
+mod keys;
+mod stats;
+mod summary;
 mod view;
 mod worker;
 

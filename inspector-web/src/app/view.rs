@@ -1,83 +1,16 @@
-//! The page's components.
+//! The page: the App component, which holds the state and routes the engine's replies.
 
+use super::actions::{build_recipe, location_hash, set_location_hash, ACTIONS};
+use super::diff::DiffView;
+use super::format::human;
+use super::stats::Stats;
+use super::summary::{Opened, Summary};
 use super::worker::{field, request, Engine};
-use ldmkit_core::ops::EmaMode;
-use ldmkit_core::recipe::{self, presets, Recipe};
+use ldmkit_core::recipe::Recipe;
 use leptos::prelude::*;
 use serde_json::Value;
 use wasm_bindgen::JsValue;
 use web_sys::{File, HtmlInputElement};
-
-/// One opened file and what the engine said about it.
-#[derive(Clone)]
-struct Opened {
-    name: String,
-    report: Option<Value>,
-    error: Option<String>,
-}
-
-/// The actions offered, each a recipe preset.
-const ACTIONS: &[(&str, &str)] = &[
-    (
-        "strip",
-        "Strip to a release (drop EMA, optimizer, training state)",
-    ),
-    ("ema", "Extract EMA weights"),
-    (
-        "merge",
-        "Merge-back: training checkpoint + its base (2 files)",
-    ),
-    (
-        "graft",
-        "Graft: base weights into a training checkpoint (base, training)",
-    ),
-    ("weighted-sum", "Weighted sum A·(1−α)+B·α (2 files)"),
-    ("add-difference", "Add difference A+(B−C)·α (3 files)"),
-    ("bake-vae", "Bake VAE: model + VAE (2 files)"),
-];
-
-fn build_recipe(action: &str, dtype: &str, alpha: f64) -> Recipe {
-    let dtype = recipe::parse_dtype(dtype);
-    match action {
-        "ema" => presets::strip(EmaMode::Use, dtype),
-        "merge" => presets::merge(EmaMode::Drop, dtype),
-        "graft" => presets::graft(false, dtype),
-        "weighted-sum" => presets::weighted_sum(alpha, dtype),
-        "add-difference" => presets::add_difference(alpha, dtype),
-        "bake-vae" => presets::bake_vae(dtype),
-        _ => presets::strip(EmaMode::Drop, dtype),
-    }
-}
-
-fn human(bytes: f64) -> String {
-    let units = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = bytes;
-    let mut u = 0;
-    while v >= 1000.0 && u < units.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.2} {}", units[u])
-    }
-}
-
-fn location_hash() -> String {
-    web_sys::window()
-        .and_then(|w| w.location().hash().ok())
-        .unwrap_or_default()
-}
-
-fn set_location_hash(recipe: &Recipe) {
-    let url = recipe::to_url(recipe, "");
-    if let Some(w) = web_sys::window() {
-        if let Ok(history) = w.history() {
-            let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(&url));
-        }
-    }
-}
 
 #[component]
 pub fn App() -> impl IntoView {
@@ -87,6 +20,9 @@ pub fn App() -> impl IntoView {
     let (filter, set_filter) = signal(String::new());
     let (stats, set_stats) = signal::<Option<(String, Value)>>(None);
     let (progress, set_progress) = signal::<Option<(f64, f64)>>(None);
+    // Which long job the progress bar belongs to: "run" or "diff".
+    let (busy, set_busy) = signal::<Option<&'static str>>(None);
+    let (diff, set_diff) = signal::<Option<(String, String, Value)>>(None);
     let (download, set_download) = signal::<Option<(String, String, f64)>>(None);
     let (notes, set_notes) = signal::<Vec<String>>(Vec::new());
     let (error, set_error) = signal::<Option<String>>(None);
@@ -128,6 +64,13 @@ pub fn App() -> impl IntoView {
                     }
                 });
             }
+            "diff" => {
+                set_progress.set(None);
+                set_busy.set(None);
+                let names = opened.get_untracked();
+                let name = |i: usize| names.get(i).map(|o| o.name.clone()).unwrap_or_default();
+                set_diff.set(json().map(|j| (name(0), name(1), j)));
+            }
             "stats" => {
                 let key = field(&reply, "key").as_string().unwrap_or_default();
                 set_stats.set(json().map(|j| (key, j)));
@@ -156,10 +99,12 @@ pub fn App() -> impl IntoView {
                     .collect();
                 set_notes.set(lines);
                 set_progress.set(None);
+                set_busy.set(None);
             }
             "error" => {
                 let message = field(&reply, "message").as_string().unwrap_or_default();
                 set_progress.set(None);
+                set_busy.set(None);
                 set_opened.update(|o| {
                     if let Some(entry) = o
                         .iter_mut()
@@ -187,6 +132,7 @@ pub fn App() -> impl IntoView {
     let open_files = move |list: Vec<File>| {
         set_error.set(None);
         set_stats.set(None);
+        set_diff.set(None);
         set_opened.set(
             list.iter()
                 .map(|f| Opened {
@@ -214,11 +160,16 @@ pub fn App() -> impl IntoView {
             open_files((0..list.length()).filter_map(|i| list.get(i)).collect());
         }
     };
+    // Names this page's scratch files in the browser's private file system.
+    let session = format!("{:08x}", (js_sys::Math::random() * 4294967295.0) as u32);
+    let runs = StoredValue::new(0u32);
     let run = move |_| {
+        runs.update_value(|n| *n += 1);
         set_error.set(None);
         set_download.set(None);
         set_notes.set(Vec::new());
         set_progress.set(Some((0.0, 1.0)));
+        set_busy.set(Some("run"));
         let text = recipe.get_untracked().to_text();
         send(request(
             "run",
@@ -226,13 +177,35 @@ pub fn App() -> impl IntoView {
             &[
                 ("recipe", JsValue::from_str(&text)),
                 ("format", JsValue::from_str(&format.get_untracked())),
+                ("session", JsValue::from_str(&session)),
+                ("run", JsValue::from(runs.get_value())),
             ],
         ));
+    };
+    let compare = move |_| {
+        set_error.set(None);
+        set_diff.set(None);
+        set_progress.set(Some((0.0, 1.0)));
+        set_busy.set(Some("diff"));
+        let both: Vec<File> = files.get_untracked().into_iter().take(2).collect();
+        send(request("diff", &both, &[]));
     };
     let cancel = move |_| {
         restart();
         set_progress.set(None);
+        set_busy.set(None);
         set_error.set(Some("cancelled".into()));
+    };
+    let progress_bar = move || {
+        progress.get().map(|(done, total)| {
+            view! {
+                <div class="progress">
+                    <progress id="progress" max=total value=done></progress>
+                    " " {format!("{} / {}", human(done), human(total))} " "
+                    <button id="cancel" on:click=cancel>"Cancel"</button>
+                </div>
+            }
+        })
     };
     let copy_link = move |_| {
         let href = web_sys::window()
@@ -275,6 +248,16 @@ pub fn App() -> impl IntoView {
             }/>
         })}
         {move || stats.get().map(|(key, s)| view! { <Stats key=key stats=s/> })}
+        {move || (files.get().len() >= 2).then(|| view! {
+            <section class="compare">
+                <button id="compare" on:click=compare disabled=move || busy.get().is_some()>
+                    {move || format!("Compare {} → {}", opened.get().first().map(|o| o.name.clone()).unwrap_or_default(),
+                        opened.get().get(1).map(|o| o.name.clone()).unwrap_or_default())}
+                </button>
+                {move || (busy.get() == Some("diff")).then(|| progress_bar())}
+            </section>
+        })}
+        {move || diff.get().map(|(a, b, report)| view! { <DiffView a=a b=b report=report/> })}
         <section class="actions">
             <h2>"Rewrite"</h2>
             <label>"Action "
@@ -303,121 +286,11 @@ pub fn App() -> impl IntoView {
             <pre id="recipe" class="recipe">{move || recipe.get().to_text()}</pre>
             <button id="copy-link" on:click=copy_link>"Copy link"</button>
             <button id="run" on:click=run disabled=move || files.get().is_empty() || progress.get().is_some()>"Run"</button>
-            {move || progress.get().map(|(done, total)| view! {
-                <div class="progress">
-                    <progress id="progress" max=total value=done></progress>
-                    " " {format!("{} / {}", human(done), human(total))} " "
-                    <button id="cancel" on:click=cancel>"Cancel"</button>
-                </div>
-            })}
+            {move || (busy.get() == Some("run")).then(|| progress_bar())}
             <ul class="notes">{move || notes.get().into_iter().map(|n| view! { <li>{n}</li> }).collect_view()}</ul>
             {move || download.get().map(|(url, name, bytes)| view! {
                 <p><a id="download" href=url download=name.clone()>{format!("Download {name} ({})", human(bytes))}</a></p>
             })}
-        </section>
-    }
-}
-
-#[component]
-fn Summary(
-    opened: Opened,
-    filter: ReadSignal<String>,
-    set_filter: WriteSignal<String>,
-    on_tensor: impl Fn(String) + Copy + Send + Sync + 'static,
-) -> impl IntoView {
-    if let Some(e) = opened.error {
-        return view! { <section class="summary"><p class="error" id="file-error">{e}</p></section> }.into_any();
-    }
-    let Some(r) = opened.report else {
-        return view! { <section class="summary"><p>"Reading…"</p></section> }.into_any();
-    };
-    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let total = r["totals"]["bytes"].as_f64().unwrap_or(0.0).max(1.0);
-    let mut components: Vec<(String, Value)> = r["components"]
-        .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
-    // Largest first: what takes the space is what the user came to see.
-    let size = |c: &Value| c["bytes"].as_f64().unwrap_or(0.0);
-    components.sort_by(|a, b| size(&b.1).total_cmp(&size(&a.1)));
-    let globals: Vec<Value> = r["globals"].as_array().cloned().unwrap_or_default();
-    let tensors: Vec<Value> = r["tensors"].as_array().cloned().unwrap_or_default();
-    let lightning = r["metadata"]["lightning"].clone();
-    view! {
-        <section class="summary" id="summary">
-            <h2 id="name">{opened.name.clone()}</h2>
-            <table class="facts">
-                <tr><th>"format"</th><td id="format-value">{s(&r["format"])}</td></tr>
-                <tr><th>"size"</th><td>{human(r["file_size"].as_f64().unwrap_or(0.0))}</td></tr>
-                <tr><th>"architecture"</th><td id="architecture">{s(&r["architecture"])}</td></tr>
-                <tr><th>"tensors"</th><td id="tensor-count">{tensors.len()}</td></tr>
-                {(!lightning.is_null()).then(|| view! { <tr><th>"lightning"</th><td>{format!("epoch {}, global step {}", lightning["epoch"], lightning["global_step"])}</td></tr> })}
-            </table>
-            <h3>"Components"</h3>
-            <div class="bars" id="components">
-                {components.into_iter().map(|(name, c)| {
-                    let bytes = c["bytes"].as_f64().unwrap_or(0.0);
-                    let pct = 100.0 * bytes / total;
-                    view! {
-                        <div class="bar-row">
-                            <span class="bar-label">{name}</span>
-                            <span class="bar"><span class="fill" style=format!("width:{pct:.1}%")></span></span>
-                            <span class="bar-value">{format!("{} · {} tensors · {}", human(bytes), c["tensors"], c["params"])}</span>
-                        </div>
-                    }
-                }).collect_view()}
-            </div>
-            <h3>"Safety"</h3>
-            <ul class="globals" id="globals">
-                {if globals.is_empty() { Some(view! { <li>"No pickle globals: nothing would run on load."</li> }) } else { None }}
-                {globals.into_iter().map(|g| {
-                    let verdict = s(&g["verdict"]);
-                    view! { <li class=format!("verdict-{verdict}")>{format!("{verdict}: {} ({}×)", s(&g["name"]), g["count"])}</li> }
-                }).collect_view()}
-            </ul>
-            <h3>"Keys"</h3>
-            <input id="filter" placeholder="filter, e.g. attn2.to_k" prop:value=move || filter.get() on:input=move |ev| set_filter.set(event_target_value(&ev))/>
-            <div class="keys-box">
-            <table class="keys" id="keys">
-                <tr><th>"name"</th><th>"dtype"</th><th>"shape"</th><th>"size"</th></tr>
-                {move || {
-                    let f = filter.get();
-                    tensors.iter().filter(|t| f.is_empty() || t["name"].as_str().unwrap_or("").contains(&f)).take(300).map(|t| {
-                        let name = t["name"].as_str().unwrap_or("").to_string();
-                        let key = name.clone();
-                        view! {
-                            <tr class="key" on:click=move |_| on_tensor(key.clone())>
-                                <td>{name}</td><td>{s(&t["dtype"])}</td><td>{t["shape"].to_string()}</td><td>{human(t["bytes"].as_f64().unwrap_or(0.0))}</td>
-                            </tr>
-                        }
-                    }).collect_view()
-                }}
-            </table>
-            </div>
-        </section>
-    }.into_any()
-}
-
-#[component]
-fn Stats(key: String, stats: Value) -> impl IntoView {
-    let counts: Vec<f64> = stats["histogram"]["counts"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default();
-    let peak = counts.iter().cloned().fold(1.0, f64::max);
-    let n = |k: &str| {
-        stats[k]
-            .as_f64()
-            .map_or("-".to_string(), |v| format!("{v:.4e}"))
-    };
-    view! {
-        <section class="stats" id="stats">
-            <h3>{key}</h3>
-            <p>{format!("min {}  max {}  mean {}  std {}  NaN {}  Inf {}", n("min"), n("max"), n("mean"), n("std"), stats["nan"], stats["inf"])}</p>
-            <div class="histogram">
-                {counts.into_iter().map(|c| view! { <span class="hbar" style=format!("height:{:.1}%", 100.0 * c / peak)></span> }).collect_view()}
-            </div>
-            <p class="axis">{format!("{} … {}", n("min"), n("max"))}</p>
         </section>
     }
 }

@@ -8,9 +8,11 @@
 
 mod blob_sink;
 mod blob_source;
+mod scratch;
 
 pub use blob_sink::BlobSink;
 pub use blob_source::BlobSource;
+pub use scratch::Scratch;
 
 use ldmkit_core::analysis::{diff::diff, stats::tensor_stats};
 use ldmkit_core::model::components::state_dict_key;
@@ -163,15 +165,23 @@ fn handle(id: &JsValue, data: &JsValue) -> Result<(), String> {
             let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
             post(id, "diff", vec![("json", json.into())]);
         }
-        "run" => run(id, data, &files)?,
+        "run" => {
+            let (id, data) = (id.clone(), data.clone());
+            // Async only to open and close the scratch file; the run itself is synchronous.
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Err(message) = run(&id, &data, &files).await {
+                    post(&id, "error", vec![("message", JsValue::from_str(&message))]);
+                }
+            });
+        }
         other => return Err(format!("unknown request '{other}'")),
     }
     Ok(())
 }
 
 /// Run a recipe and reply with the output as a Blob composed from file slices and
-/// computed parts.
-fn run(id: &JsValue, data: &JsValue, files: &[File]) -> Result<(), String> {
+/// computed parts (in an OPFS scratch file when the browser has one).
+async fn run(id: &JsValue, data: &JsValue, files: &[File]) -> Result<(), String> {
     let text = get(data, "recipe").as_string().unwrap_or_default();
     let recipe = Recipe::parse_any(text.trim()).map_err(|e| e.to_string())?;
     let format = match get(data, "format").as_string().as_deref() {
@@ -196,7 +206,17 @@ fn run(id: &JsValue, data: &JsValue, files: &[File]) -> Result<(), String> {
         );
     };
     let blobs: Vec<Blob> = files.iter().map(|f| f.clone().into()).collect();
-    let mut sink = BlobSink::new(blobs);
+    let session = get(data, "session")
+        .as_string()
+        .unwrap_or_else(|| "anonymous".into());
+    let run_number = get(data, "run").as_f64().unwrap_or(0.0) as u64;
+    let scratch = if plan.computed_bytes() > 0 {
+        Scratch::create(&session, run_number).await.ok()
+    } else {
+        None
+    };
+    let mut sink = BlobSink::new(blobs, scratch);
+    let on_disk = sink.on_disk();
     let mut last = 0u64;
     let mut progress = |done: u64, total: u64| {
         // About a hundred updates per run.
@@ -215,7 +235,7 @@ fn run(id: &JsValue, data: &JsValue, files: &[File]) -> Result<(), String> {
     };
     let report =
         execute(&plan, &inputs.sources(), &mut sink, &mut progress).map_err(|e| e.to_string())?;
-    let blob = sink.finish().map_err(|e| e.to_string())?;
+    let blob = sink.finish().await.map_err(|e| e.to_string())?;
     let mut lines = notes.lines;
     for (name, bad) in &report.non_finite {
         lines.push(format!(
@@ -231,6 +251,7 @@ fn run(id: &JsValue, data: &JsValue, files: &[File]) -> Result<(), String> {
             ("blob", blob.into()),
             ("notes", notes.into()),
             ("bytes", (report.bytes_written as f64).into()),
+            ("onDisk", on_disk.into()),
         ],
     );
     Ok(())

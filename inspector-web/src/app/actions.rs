@@ -1,0 +1,55 @@
+//! The rewrite actions the page offers, each a recipe preset, and the recipe in the URL.
+
+use ldmkit_core::ops::EmaMode;
+use ldmkit_core::recipe::{self, presets, Recipe};
+use wasm_bindgen::JsValue;
+
+/// The actions offered, each a recipe preset.
+pub const ACTIONS: &[(&str, &str)] = &[
+    (
+        "strip",
+        "Strip to a release (drop EMA, optimizer, training state)",
+    ),
+    ("ema", "Extract EMA weights"),
+    (
+        "merge",
+        "Merge-back: training checkpoint + its base (2 files)",
+    ),
+    (
+        "graft",
+        "Graft: base weights into a training checkpoint (base, training)",
+    ),
+    ("weighted-sum", "Weighted sum A·(1−α)+B·α (2 files)"),
+    ("add-difference", "Add difference A+(B−C)·α (3 files)"),
+    ("bake-vae", "Bake VAE: model + VAE (2 files)"),
+];
+
+pub fn build_recipe(action: &str, dtype: &str, alpha: f64) -> Recipe {
+    let dtype = recipe::parse_dtype(dtype);
+    match action {
+        "ema" => presets::strip(EmaMode::Use, dtype),
+        "merge" => presets::merge(EmaMode::Drop, dtype),
+        "graft" => presets::graft(false, dtype),
+        "weighted-sum" => presets::weighted_sum(alpha, dtype),
+        "add-difference" => presets::add_difference(alpha, dtype),
+        "bake-vae" => presets::bake_vae(dtype),
+        _ => presets::strip(EmaMode::Drop, dtype),
+    }
+}
+
+/// The URL fragment (`#recipe=1;...` when the page was opened from a link).
+pub fn location_hash() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().hash().ok())
+        .unwrap_or_default()
+}
+
+/// Keep the current recipe in the URL fragment, so the address bar is the share link.
+pub fn set_location_hash(recipe: &Recipe) {
+    let url = recipe::to_url(recipe, "");
+    if let Some(w) = web_sys::window() {
+        if let Ok(history) = w.history() {
+            let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(&url));
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! What is in one file: format, size, architecture, components drawn as bars, dtypes, Lightning
+//! metadata, the safety report, and the key tree.
+
+use super::format::human;
+use super::keys::KeyTree;
+use leptos::prelude::*;
+use serde_json::Value;
+
+/// One opened file and what the engine said about it.
+#[derive(Clone)]
+pub struct Opened {
+    pub name: String,
+    pub report: Option<Value>,
+    pub error: Option<String>,
+}
+
+#[component]
+pub fn Summary(
+    opened: Opened,
+    filter: ReadSignal<String>,
+    set_filter: WriteSignal<String>,
+    on_tensor: impl Fn(String) + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    if let Some(e) = opened.error {
+        return view! { <section class="summary"><p class="error" id="file-error">{e}</p></section> }.into_any();
+    }
+    let Some(r) = opened.report else {
+        return view! { <section class="summary"><p>"Reading…"</p></section> }.into_any();
+    };
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let total = r["totals"]["bytes"].as_f64().unwrap_or(0.0).max(1.0);
+    let mut components: Vec<(String, Value)> = r["components"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    // Largest first: what takes the space is what the user came to see.
+    let size = |c: &Value| c["bytes"].as_f64().unwrap_or(0.0);
+    components.sort_by(|a, b| size(&b.1).total_cmp(&size(&a.1)));
+    let globals: Vec<Value> = r["globals"].as_array().cloned().unwrap_or_default();
+    let tensors: Vec<Value> = r["tensors"].as_array().cloned().unwrap_or_default();
+    let lightning = r["metadata"]["lightning"].clone();
+    let dtypes = r["dtypes"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}: {} tensors, {}", v["tensors"], human(size(v))))
+                .collect::<Vec<_>>()
+                .join(" · ")
+        })
+        .unwrap_or_default();
+    view! {
+        <section class="summary" id="summary">
+            <h2 id="name">{opened.name.clone()}</h2>
+            <table class="facts">
+                <tr><th>"format"</th><td id="format-value">{s(&r["format"])}</td></tr>
+                <tr><th>"size"</th><td>{human(r["file_size"].as_f64().unwrap_or(0.0))}</td></tr>
+                <tr><th>"architecture"</th><td id="architecture">{s(&r["architecture"])}</td></tr>
+                <tr><th>"tensors"</th><td id="tensor-count">{tensors.len()}</td></tr>
+                <tr><th>"dtypes"</th><td id="dtypes">{dtypes}</td></tr>
+                {(!lightning.is_null()).then(|| view! { <tr><th>"lightning"</th><td>{format!("epoch {}, global step {}", lightning["epoch"], lightning["global_step"])}</td></tr> })}
+            </table>
+            <h3>"Components"</h3>
+            <div class="bars" id="components">
+                {components.into_iter().map(|(name, c)| {
+                    let bytes = c["bytes"].as_f64().unwrap_or(0.0);
+                    let pct = 100.0 * bytes / total;
+                    view! {
+                        <div class="bar-row">
+                            <span class="bar-label">{name}</span>
+                            <span class="bar"><span class="fill" style=format!("width:{pct:.1}%")></span></span>
+                            <span class="bar-value">{format!("{} · {} tensors · {}", human(bytes), c["tensors"], c["params"])}</span>
+                        </div>
+                    }
+                }).collect_view()}
+            </div>
+            <h3>"Safety"</h3>
+            <ul class="globals" id="globals">
+                {if globals.is_empty() { Some(view! { <li>"No pickle globals: nothing would run on load."</li> }) } else { None }}
+                {globals.into_iter().map(|g| {
+                    let verdict = s(&g["verdict"]);
+                    view! { <li class=format!("verdict-{verdict}")>{format!("{verdict}: {} ({}×)", s(&g["name"]), g["count"])}</li> }
+                }).collect_view()}
+            </ul>
+            <h3>"Keys"</h3>
+            <KeyTree tensors=tensors filter=filter set_filter=set_filter on_tensor=on_tensor/>
+        </section>
+    }.into_any()
+}
