@@ -6,6 +6,11 @@
 //! wants the whole file in one slice to check the final length; we hand it the header only,
 //! accept its "incomplete buffer" verdict, and check the data length against the real file
 //! length ourselves — no tensor byte is read.
+//!
+//! The crate counts bytes in `usize`, which is 32 bits in the browser: there a 6.9 GB SDXL file
+//! (offsets past 4 GiB) or any tensor of 512 MB or more would not even parse. So the table is
+//! read again here with 64-bit offsets ([`Table`]) and checked by the same rules; on 64-bit
+//! targets both checks run, and a test holds them to the same verdicts.
 
 use crate::checkpoint::{ContainerInfo, Parsed};
 use crate::dtype::DType;
@@ -13,8 +18,8 @@ use crate::error::{Error, Result};
 use crate::source::{read_vec, Source};
 use crate::tensor::{DataLocation, StorageRef, TensorKind, TensorRef};
 use crate::value::{Dict, ObjectGraph, Value};
-use safetensors::tensor::{Metadata, SafeTensorError};
-use safetensors::SafeTensors;
+#[cfg(any(target_pointer_width = "64", test))]
+use safetensors::{tensor::SafeTensorError, SafeTensors};
 use std::collections::BTreeMap;
 
 /// The crate's cap on header size.
@@ -41,14 +46,14 @@ pub(crate) fn read(source: &dyn Source) -> Result<Parsed> {
         )));
     }
     let header = read_vec(source, 0, 8 + n)?;
+    #[cfg(target_pointer_width = "64")]
     match SafeTensors::read_metadata(&header) {
         Ok(_) | Err(SafeTensorError::MetadataIncompleteBuffer) => {}
         Err(e) => return Err(Error::Safetensors(describe(&e))),
     }
-    let metadata: Metadata = serde_json::from_slice(&header[8..])
-        .map_err(|e| Error::Safetensors(format!("invalid header: {e}")))?;
+    let table = Table::parse(&header[8..])?;
     let data_start = 8 + n;
-    let data_len = metadata.data_len() as u64;
+    let data_len = table.data_len;
     if data_start + data_len != len {
         return Err(Error::Safetensors(format!(
             "tensor data should end at byte {} but the file is {len} bytes ({})",
@@ -63,23 +68,22 @@ pub(crate) fn read(source: &dyn Source) -> Result<Parsed> {
 
     let mut graph = ObjectGraph::new();
     let root = graph.push(Value::Dict(Dict::default()));
-    let infos = metadata.tensors();
-    for name in metadata.offset_keys() {
-        let info = infos[&name];
-        let st_name = format!("{:?}", info.dtype);
-        let dtype = DType::from_safetensors_name(&st_name).ok_or_else(|| {
-            Error::Safetensors(format!("tensor '{name}': unsupported dtype {st_name}"))
-        })?;
-        let (begin, end) = info.data_offsets;
-        let shape: Vec<u64> = info.shape.iter().map(|&d| d as u64).collect();
+    for TableEntry {
+        name,
+        dtype,
+        shape,
+        begin,
+        end,
+    } in table.tensors
+    {
         let storage = graph.push(Value::Storage(Box::new(StorageRef {
             key: name.clone(),
             dtype,
-            numel: (end - begin) as u64 * 8 / dtype.bits().max(1),
+            numel: (end - begin) * 8 / dtype.bits().max(1),
             location: "cpu".into(),
             data: DataLocation::Range {
-                offset: data_start + begin as u64,
-                len: (end - begin) as u64,
+                offset: data_start + begin,
+                len: end - begin,
             },
             untyped: false,
             crc32: None,
@@ -96,11 +100,7 @@ pub(crate) fn read(source: &dyn Source) -> Result<Parsed> {
         let key = graph.push(Value::Str(name.into()));
         graph.dict_insert(root, key, tensor);
     }
-    let user_metadata: BTreeMap<String, String> = metadata
-        .metadata()
-        .as_ref()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
+    let user_metadata = table.metadata;
     Ok(Parsed {
         graph,
         root,
@@ -111,6 +111,94 @@ pub(crate) fn read(source: &dyn Source) -> Result<Parsed> {
     })
 }
 
+/// One tensor of the header table, with 64-bit offsets relative to the data start.
+struct TableEntry {
+    name: String,
+    dtype: DType,
+    shape: Vec<u64>,
+    begin: u64,
+    end: u64,
+}
+
+/// The header table read with 64-bit sizes, checked by the crate's rules: known dtypes,
+/// offsets that tile the data from 0 with no hole or overlap, and each tensor's byte count
+/// equal to its shape × dtype size (overflow is an error).
+struct Table {
+    /// In data order (the crate's `offset_keys` order).
+    tensors: Vec<TableEntry>,
+    metadata: BTreeMap<String, String>,
+    data_len: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct RawInfo {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
+}
+
+impl Table {
+    fn parse(json: &[u8]) -> Result<Table> {
+        let bad = |m: String| Error::Safetensors(m);
+        let text =
+            std::str::from_utf8(json).map_err(|_| bad("header is not valid UTF-8".into()))?;
+        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(text)
+            .map_err(|e| bad(format!("header is not a valid tensor table: {e}")))?;
+        let mut metadata = BTreeMap::new();
+        let mut tensors = Vec::new();
+        for (name, value) in raw {
+            if name == "__metadata__" {
+                metadata = serde_json::from_value(value)
+                    .map_err(|e| bad(format!("header is not a valid tensor table: {e}")))?;
+                continue;
+            }
+            let info: RawInfo = serde_json::from_value(value)
+                .map_err(|e| bad(format!("header is not a valid tensor table: {name}: {e}")))?;
+            let dtype = DType::from_safetensors_name(&info.dtype)
+                .ok_or_else(|| bad(format!("tensor '{name}': unsupported dtype {}", info.dtype)))?;
+            let (begin, end) = info.data_offsets;
+            tensors.push(TableEntry {
+                name,
+                dtype,
+                shape: info.shape,
+                begin,
+                end,
+            });
+        }
+        tensors.sort_by(|a, b| (a.begin, a.end, &a.name).cmp(&(b.begin, b.end, &b.name)));
+        let mut at = 0u64;
+        for t in &tensors {
+            if t.begin != at || t.end < t.begin {
+                return Err(bad(format!(
+                    "tensor '{}' has data offsets that leave a hole or overlap another tensor",
+                    t.name
+                )));
+            }
+            let bits = t
+                .shape
+                .iter()
+                .try_fold(1u64, |n, &d| n.checked_mul(d))
+                .and_then(|n| n.checked_mul(t.dtype.bits()))
+                .ok_or_else(|| bad("a tensor's shape overflows".into()))?;
+            if bits % 8 != 0 {
+                return Err(bad("a tensor's size is not a whole number of bytes".into()));
+            }
+            if t.end - t.begin != bits / 8 {
+                return Err(bad(
+                    "a tensor's byte range does not match its shape and dtype".into(),
+                ));
+            }
+            at = t.end;
+        }
+        Ok(Table {
+            tensors,
+            metadata,
+            data_len: at,
+        })
+    }
+}
+
+#[cfg(target_pointer_width = "64")]
 fn describe(e: &SafeTensorError) -> String {
     match e {
         SafeTensorError::InvalidHeader(_) => "header is not valid UTF-8".into(),
@@ -126,5 +214,61 @@ fn describe(e: &SafeTensorError) -> String {
         SafeTensorError::ValidationOverflow => "a tensor's shape overflows".into(),
         SafeTensorError::MisalignedSlice => "a tensor's size is not a whole number of bytes".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_length(json: &str) -> Vec<u8> {
+        let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(json.as_bytes());
+        bytes
+    }
+
+    #[test]
+    fn the_64_bit_table_gives_the_crates_verdicts() {
+        let headers = [
+            r#"{"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"b":{"dtype":"F16","shape":[4],"data_offsets":[24,32]}}"#,
+            r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"BF16","shape":[],"data_offsets":[0,2]}}"#,
+            r#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},"b":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#,
+            r#"{}"#,
+            // a hole, an overlap, a size that does not match the shape
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+            r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+            // unknown dtype, overflowing shape, reversed offsets, wrong types
+            r#"{"a":{"dtype":"F31","shape":[1],"data_offsets":[0,4]}}"#,
+            r#"{"a":{"dtype":"F32","shape":[18446744073709551615,2],"data_offsets":[0,4]}}"#,
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#,
+            r#"{"a":{"dtype":"F32","shape":"1","data_offsets":[0,4]}}"#,
+            r#"{"__metadata__":{"format":1}}"#,
+            r#"[1,2]"#,
+            r#"{"a":"#,
+        ];
+        for json in headers {
+            let ours = Table::parse(json.as_bytes()).map(|t| t.data_len);
+            let crate_ok = match SafeTensors::read_metadata(&with_length(json)) {
+                Ok(_) | Err(SafeTensorError::MetadataIncompleteBuffer) => true,
+                Err(_) => false,
+            };
+            assert_eq!(ours.is_ok(), crate_ok, "{json}: ours {ours:?}");
+        }
+    }
+
+    #[test]
+    fn offsets_past_4_gib_and_tensors_of_512_mb_parse() {
+        // What a 32-bit usize cannot hold: the browser's case.
+        let n = 3u64 << 30;
+        let json = format!(
+            r#"{{"a":{{"dtype":"F16","shape":[{n}],"data_offsets":[0,{}]}},"b":{{"dtype":"F32","shape":[2],"data_offsets":[{},{}]}}}}"#,
+            2 * n,
+            2 * n,
+            2 * n + 8
+        );
+        let table = Table::parse(json.as_bytes()).unwrap();
+        assert_eq!(table.data_len, 2 * n + 8);
+        assert_eq!(table.tensors[1].begin, 6 << 30);
     }
 }

@@ -1,7 +1,7 @@
 //! The rewrite actions the page offers, each a recipe preset, and the recipe in the URL.
 
 use ldmkit_core::ops::EmaMode;
-use ldmkit_core::recipe::{self, presets, Recipe};
+use ldmkit_core::recipe::{self, presets, Layout, Recipe};
 use wasm_bindgen::JsValue;
 
 /// The actions offered, each a recipe preset.
@@ -22,7 +22,20 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("weighted-sum", "Weighted sum A·(1−α)+B·α (2 files)"),
     ("add-difference", "Add difference A+(B−C)·α (3 files)"),
     ("bake-vae", "Bake VAE: model + VAE (2 files)"),
+    (
+        "to-diffusers",
+        "Convert to a diffusers folder (downloads as .zip)",
+    ),
+    (
+        "to-ldm",
+        "Convert a diffusers folder to one LDM file (A1111, ComfyUI)",
+    ),
 ];
+
+/// The output format an action needs, if it needs one.
+pub fn required_format(action: &str) -> Option<&'static str> {
+    (action == "to-diffusers").then_some("diffusers")
+}
 
 pub fn build_recipe(action: &str, dtype: &str, alpha: f64) -> Recipe {
     let dtype = recipe::parse_dtype(dtype);
@@ -33,6 +46,8 @@ pub fn build_recipe(action: &str, dtype: &str, alpha: f64) -> Recipe {
         "weighted-sum" => presets::weighted_sum(alpha, dtype),
         "add-difference" => presets::add_difference(alpha, dtype),
         "bake-vae" => presets::bake_vae(dtype),
+        "to-diffusers" => presets::convert(Layout::Diffusers, EmaMode::Drop, dtype),
+        "to-ldm" => presets::convert(Layout::Ldm, EmaMode::Drop, dtype),
         _ => presets::strip(EmaMode::Drop, dtype),
     }
 }

@@ -12,7 +12,7 @@ fn percent(relative: f64) -> String {
     }
     let p = 100.0 * relative;
     match p {
-        p if p == 0.0 => "0".into(),
+        0.0 => "0".into(),
         p if p < 0.01 => format!("{p:.1e} %"),
         p if p < 10.0 => format!("{p:.2} %"),
         p => format!("{p:.0} %"),
@@ -43,7 +43,11 @@ fn scale(values: impl Iterator<Item = f64>) -> f64 {
 
 fn names(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -29,18 +29,21 @@ impl Node {
             let mut node = &mut root;
             node.bytes += bytes;
             node.tensors += 1;
-            for segment in name.split('.') {
+            // Tree levels are `/` (nesting in the file) and `.` (within a state-dict key).
+            let ends = name
+                .char_indices()
+                .filter(|(_, c)| matches!(c, '/' | '.'))
+                .map(|(i, _)| i)
+                .chain([name.len()]);
+            let mut start = 0;
+            for end in ends {
+                let segment = &name[start..end];
                 let at = match node.children.iter().position(|c| c.label == segment) {
                     Some(at) => at,
                     None => {
-                        let path = if node.path.is_empty() {
-                            segment.to_string()
-                        } else {
-                            format!("{}.{segment}", node.path)
-                        };
                         node.children.push(Node {
                             label: segment.to_string(),
-                            path,
+                            path: name[..end].to_string(),
                             ..Node::default()
                         });
                         node.children.len() - 1
@@ -49,6 +52,7 @@ impl Node {
                 node = &mut node.children[at];
                 node.bytes += bytes;
                 node.tensors += 1;
+                start = end + 1;
             }
             node.tensor = Some(index);
         }
@@ -63,7 +67,8 @@ impl Node {
     fn compress(&mut self) {
         while self.tensor.is_none() && self.children.len() == 1 {
             let child = self.children.pop().expect("one child");
-            self.label = format!("{}.{}", self.label, child.label);
+            // The child's path adds its separator and label to ours.
+            self.label += &child.path[self.path.len()..];
             self.path = child.path;
             self.children = child.children;
             self.tensor = child.tensor;
@@ -105,11 +110,12 @@ pub fn KeyTree(
     on_tensor: impl Fn(String) + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
     let name = |t: &Value| t["name"].as_str().unwrap_or("").to_string();
-    let tree = Node::build(
-        tensors
-            .iter()
-            .map(|t| (t["name"].as_str().unwrap_or(""), t["bytes"].as_f64().unwrap_or(0.0))),
-    );
+    let tree = Node::build(tensors.iter().map(|t| {
+        (
+            t["name"].as_str().unwrap_or(""),
+            t["bytes"].as_f64().unwrap_or(0.0),
+        )
+    }));
     let total = tree.bytes.max(1.0);
     let (expanded, set_expanded) = signal(HashSet::<String>::new());
     let tensors = StoredValue::new(tensors);
@@ -207,26 +213,47 @@ mod tests {
             ("state_dict.model.diffusion_model.a.bias", 2.0),
             ("state_dict.model.diffusion_model.b", 4.0),
             ("epoch", 0.0),
+            ("optimizer_states/0/state/1/exp_avg", 1.0),
         ]);
-        assert_eq!(tree.tensors, 4);
-        assert_eq!(tree.bytes, 14.0);
+        assert_eq!(tree.tensors, 5);
+        assert_eq!(tree.bytes, 15.0);
         let top: Vec<&str> = tree.children.iter().map(|c| c.label.as_str()).collect();
-        assert_eq!(top, ["state_dict.model.diffusion_model", "epoch"]);
+        assert_eq!(
+            top,
+            [
+                "state_dict.model.diffusion_model",
+                "epoch",
+                "optimizer_states/0/state/1/exp_avg"
+            ]
+        );
+        assert_eq!(tree.children[2].tensor, Some(4));
         let unet = &tree.children[0];
         assert_eq!(unet.path, "state_dict.model.diffusion_model");
         assert_eq!((unet.tensors, unet.bytes), (3, 14.0));
         assert_eq!(unet.children[0].label, "a");
-        assert_eq!(unet.children[0].children[1].path, "state_dict.model.diffusion_model.a.bias");
+        assert_eq!(
+            unet.children[0].children[1].path,
+            "state_dict.model.diffusion_model.a.bias"
+        );
         assert_eq!(unet.children[0].children[1].tensor, Some(1));
 
         let collapsed = tree.visible(&HashSet::new());
-        assert_eq!(collapsed.len(), 2);
+        assert_eq!(collapsed.len(), 3);
         let open: HashSet<String> = ["state_dict.model.diffusion_model".to_string()].into();
         let rows: Vec<(usize, &str)> = tree
             .visible(&open)
             .into_iter()
             .map(|(d, n)| (d, n.label.as_str()))
             .collect();
-        assert_eq!(rows, [(0, "state_dict.model.diffusion_model"), (1, "a"), (1, "b"), (0, "epoch")]);
+        assert_eq!(
+            rows,
+            [
+                (0, "state_dict.model.diffusion_model"),
+                (1, "a"),
+                (1, "b"),
+                (0, "epoch"),
+                (0, "optimizer_states/0/state/1/exp_avg")
+            ]
+        );
     }
 }

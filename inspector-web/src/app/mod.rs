@@ -7,6 +7,7 @@
 mod actions;
 mod diff;
 mod format;
+mod inputs;
 mod keys;
 mod stats;
 mod summary;

@@ -26,4 +26,3 @@ pub fn Stats(key: String, stats: Value) -> impl IntoView {
         </section>
     }
 }
-

@@ -1,8 +1,9 @@
 //! The page: the App component, which holds the state and routes the engine's replies.
 
-use super::actions::{build_recipe, location_hash, set_location_hash, ACTIONS};
+use super::actions::{build_recipe, location_hash, required_format, set_location_hash, ACTIONS};
 use super::diff::DiffView;
 use super::format::human;
+use super::inputs::{self, input_names, pick, Picked};
 use super::stats::Stats;
 use super::summary::{Opened, Summary};
 use super::worker::{field, request, Engine};
@@ -14,7 +15,7 @@ use web_sys::{File, HtmlInputElement};
 
 #[component]
 pub fn App() -> impl IntoView {
-    let (files, set_files) = signal_local::<Vec<File>>(Vec::new());
+    let (picked, set_picked) = signal_local::<Vec<Picked>>(Vec::new());
     let (opened, set_opened) = signal::<Vec<Opened>>(Vec::new());
     let (selected, set_selected) = signal(0usize);
     let (filter, set_filter) = signal(String::new());
@@ -54,12 +55,9 @@ pub fn App() -> impl IntoView {
         };
         match op.as_str() {
             "report" => {
-                let name = field(&reply, "name").as_string().unwrap_or_default();
+                let tab = field(&reply, "id").as_f64().unwrap_or(-1.0) as usize;
                 set_opened.update(|o| {
-                    if let Some(entry) = o
-                        .iter_mut()
-                        .find(|e| e.name == name && e.report.is_none() && e.error.is_none())
-                    {
+                    if let Some(entry) = o.get_mut(tab) {
                         entry.report = json();
                     }
                 });
@@ -67,8 +65,8 @@ pub fn App() -> impl IntoView {
             "diff" => {
                 set_progress.set(None);
                 set_busy.set(None);
-                let names = opened.get_untracked();
-                let name = |i: usize| names.get(i).map(|o| o.name.clone()).unwrap_or_default();
+                let names = picked.with_untracked(|p| input_names(p));
+                let name = |i: usize| names.get(i).cloned().unwrap_or_default();
                 set_diff.set(json().map(|j| (name(0), name(1), j)));
             }
             "stats" => {
@@ -84,10 +82,10 @@ pub fn App() -> impl IntoView {
                 let blob: web_sys::Blob = field(&reply, "blob").into();
                 let bytes = field(&reply, "bytes").as_f64().unwrap_or(0.0);
                 let url = web_sys::Url::create_object_url_with_blob(&blob).unwrap_or_default();
-                let name = if format.get_untracked() == "ckpt" {
-                    "ldmkit-output.ckpt"
-                } else {
-                    "ldmkit-output.safetensors"
+                let name = match format.get_untracked().as_str() {
+                    "ckpt" => "ldmkit-output.ckpt",
+                    "diffusers" => "ldmkit-output-diffusers.zip",
+                    _ => "ldmkit-output.safetensors",
                 };
                 if let Some((old, _, _)) = download.get_untracked() {
                     let _ = web_sys::Url::revoke_object_url(&old);
@@ -105,16 +103,15 @@ pub fn App() -> impl IntoView {
                 let message = field(&reply, "message").as_string().unwrap_or_default();
                 set_progress.set(None);
                 set_busy.set(None);
-                set_opened.update(|o| {
-                    if let Some(entry) = o
-                        .iter_mut()
-                        .find(|e| e.report.is_none() && e.error.is_none())
-                    {
-                        entry.error = Some(message.clone());
-                    } else {
-                        set_error.set(Some(message.clone()));
-                    }
-                });
+                // Inspect requests are numbered by tab; the error then belongs to that tab.
+                match field(&reply, "id").as_f64() {
+                    Some(tab) => set_opened.update(|o| {
+                        if let Some(entry) = o.get_mut(tab as usize) {
+                            entry.error = Some(message.clone());
+                        }
+                    }),
+                    None => set_error.set(Some(message)),
+                }
             }
             _ => {}
         }
@@ -129,30 +126,48 @@ pub fn App() -> impl IntoView {
         })
     };
 
+    // New picks are added after what is open (a folder and a file can be compared or merged);
+    // "Clear" starts over.
     let open_files = move |list: Vec<File>| {
         set_error.set(None);
         set_stats.set(None);
         set_diff.set(None);
-        set_opened.set(
-            list.iter()
-                .map(|f| Opened {
-                    name: f.name(),
-                    report: None,
-                    error: None,
-                })
-                .collect(),
-        );
-        set_selected.set(0);
-        for f in &list {
-            send(request("inspect", std::slice::from_ref(f), &[]));
+        let existing = picked.get_untracked();
+        let next_input = existing.last().map_or(0, |p| p.input + 1);
+        let new = match pick(list, next_input) {
+            Ok(new) => new,
+            Err(e) => return set_error.set(Some(e)),
+        };
+        let first_tab = existing.len();
+        set_opened.update(|o| {
+            o.extend(new.iter().map(|p| Opened {
+                name: p.label.clone(),
+                report: None,
+                error: None,
+            }))
+        });
+        set_selected.set(first_tab);
+        for (i, p) in new.iter().enumerate() {
+            let id = ("id", JsValue::from((first_tab + i) as u32));
+            send(request("inspect", std::slice::from_ref(&p.file), &[id]));
         }
-        set_files.set(list);
+        set_picked.update(|all| all.extend(new));
+    };
+    let clear = move |_| {
+        set_picked.set(Vec::new());
+        set_opened.set(Vec::new());
+        set_stats.set(None);
+        set_diff.set(None);
+        set_error.set(None);
+        set_download.set(None);
     };
     let on_pick = move |ev: leptos::ev::Event| {
         let input: HtmlInputElement = event_target(&ev);
         if let Some(list) = input.files() {
             open_files((0..list.length()).filter_map(|i| list.get(i)).collect());
         }
+        // Picking the same file again is a new pick.
+        input.set_value("");
     };
     let on_drop = move |ev: leptos::ev::DragEvent| {
         ev.prevent_default();
@@ -171,24 +186,29 @@ pub fn App() -> impl IntoView {
         set_progress.set(Some((0.0, 1.0)));
         set_busy.set(Some("run"));
         let text = recipe.get_untracked().to_text();
-        send(request(
-            "run",
-            &files.get_untracked(),
-            &[
-                ("recipe", JsValue::from_str(&text)),
-                ("format", JsValue::from_str(&format.get_untracked())),
-                ("session", JsValue::from_str(&session)),
-                ("run", JsValue::from(runs.get_value())),
-            ],
-        ));
+        let (files, mut extra) = inputs::fields(&picked.get_untracked());
+        extra.extend([
+            ("id", JsValue::from_str("run")),
+            ("recipe", JsValue::from_str(&text)),
+            ("format", JsValue::from_str(&format.get_untracked())),
+            ("session", JsValue::from_str(&session)),
+            ("run", JsValue::from(runs.get_value())),
+        ]);
+        send(request("run", &files, &extra));
     };
     let compare = move |_| {
         set_error.set(None);
         set_diff.set(None);
         set_progress.set(Some((0.0, 1.0)));
         set_busy.set(Some("diff"));
-        let both: Vec<File> = files.get_untracked().into_iter().take(2).collect();
-        send(request("diff", &both, &[]));
+        let both: Vec<Picked> = picked
+            .get_untracked()
+            .into_iter()
+            .filter(|p| p.input < 2)
+            .collect();
+        let (files, mut extra) = inputs::fields(&both);
+        extra.push(("id", JsValue::from_str("diff")));
+        send(request("diff", &files, &extra));
     };
     let cancel = move |_| {
         restart();
@@ -225,6 +245,10 @@ pub fn App() -> impl IntoView {
             <label>"Open checkpoints (.ckpt .pt .pth .bin .safetensors), or drop them here: "
                 <input id="file" type="file" multiple accept=".ckpt,.pt,.pth,.bin,.safetensors" on:change=on_pick/>
             </label>
+            <label class="folder">" or a diffusers folder: "
+                <input id="folder" type="file" prop:webkitdirectory=true on:change=on_pick/>
+            </label>
+            {move || picked.with(|p| !p.is_empty()).then(|| view! { <button id="clear" on:click=clear>"Clear"</button> })}
         </section>
         {move || from_link.get().then(|| view! {
             <section class="linked" id="linked">
@@ -241,27 +265,35 @@ pub fn App() -> impl IntoView {
         </nav>
         {move || opened.get().get(selected.get()).cloned().map(|o| view! {
             <Summary opened=o filter=filter set_filter=set_filter on_tensor=move |key: String| {
-                let f = files.get_untracked().get(selected.get_untracked()).cloned();
+                let f = picked.get_untracked().get(selected.get_untracked()).map(|p| p.file.clone());
                 if let Some(f) = f {
-                    send(request("stats", &[f], &[("key", JsValue::from_str(&key))]));
+                    send(request("stats", &[f], &[("id", JsValue::from_str("stats")), ("key", JsValue::from_str(&key))]));
                 }
             }/>
         })}
         {move || stats.get().map(|(key, s)| view! { <Stats key=key stats=s/> })}
-        {move || (files.get().len() >= 2).then(|| view! {
+        {move || (picked.with(|p| input_names(p).len()) >= 2).then(|| view! {
             <section class="compare">
                 <button id="compare" on:click=compare disabled=move || busy.get().is_some()>
-                    {move || format!("Compare {} → {}", opened.get().first().map(|o| o.name.clone()).unwrap_or_default(),
-                        opened.get().get(1).map(|o| o.name.clone()).unwrap_or_default())}
+                    {move || picked.with(|p| { let n = input_names(p); format!("Compare {} → {}", n[0], n[1]) })}
                 </button>
-                {move || (busy.get() == Some("diff")).then(|| progress_bar())}
+                {move || (busy.get() == Some("diff")).then(progress_bar)}
             </section>
         })}
         {move || diff.get().map(|(a, b, report)| view! { <DiffView a=a b=b report=report/> })}
         <section class="actions">
             <h2>"Rewrite"</h2>
             <label>"Action "
-                <select id="action" on:change=move |ev| { set_from_link.set(false); set_action.set(event_target_value(&ev)); }>
+                <select id="action" on:change=move |ev| {
+                    set_from_link.set(false);
+                    let a = event_target_value(&ev);
+                    match required_format(&a) {
+                        Some(f) => set_format.set(f.to_string()),
+                        None if format.get_untracked() == "diffusers" => set_format.set("safetensors".into()),
+                        None => {}
+                    }
+                    set_action.set(a);
+                }>
                     {ACTIONS.iter().map(|(v, l)| view! { <option value=*v selected=move || action.get() == *v>{*l}</option> }).collect_view()}
                 </select>
             </label>
@@ -279,14 +311,15 @@ pub fn App() -> impl IntoView {
             </label>
             <label>" Output "
                 <select id="format" on:change=move |ev| set_format.set(event_target_value(&ev))>
-                    <option value="safetensors" selected=true>".safetensors"</option>
-                    <option value="ckpt">".ckpt"</option>
+                    <option value="safetensors" selected=move || format.get() == "safetensors">".safetensors"</option>
+                    <option value="ckpt" selected=move || format.get() == "ckpt">".ckpt"</option>
+                    <option value="diffusers" selected=move || format.get() == "diffusers">"diffusers folder (.zip)"</option>
                 </select>
             </label>
             <pre id="recipe" class="recipe">{move || recipe.get().to_text()}</pre>
             <button id="copy-link" on:click=copy_link>"Copy link"</button>
-            <button id="run" on:click=run disabled=move || files.get().is_empty() || progress.get().is_some()>"Run"</button>
-            {move || (busy.get() == Some("run")).then(|| progress_bar())}
+            <button id="run" on:click=run disabled=move || picked.with(|p| p.is_empty()) || progress.get().is_some()>"Run"</button>
+            {move || (busy.get() == Some("run")).then(progress_bar)}
             <ul class="notes">{move || notes.get().into_iter().map(|n| view! { <li>{n}</li> }).collect_view()}</ul>
             {move || download.get().map(|(url, name, bytes)| view! {
                 <p><a id="download" href=url download=name.clone()>{format!("Download {name} ({})", human(bytes))}</a></p>

@@ -90,7 +90,9 @@ impl BlobSink {
             let part = match piece {
                 Piece::Input { input, start, end } => slice(&self.inputs[*input], *start, *end)?,
                 Piece::Scratch { start, end } => {
-                    let file = scratch.as_ref().expect("scratch pieces imply a scratch file");
+                    let file = scratch
+                        .as_ref()
+                        .expect("scratch pieces imply a scratch file");
                     slice(file, *start, *end)?
                 }
                 Piece::Memory(blob) => blob.clone(),

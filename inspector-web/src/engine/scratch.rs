@@ -70,7 +70,9 @@ impl Scratch {
                 .handle
                 .write_with_u8_array_and_options(&bytes[done..], &options)?;
             if n <= 0.0 {
-                return Err(JsValue::from_str("the browser's file system refused a write (disk full?)"));
+                return Err(JsValue::from_str(
+                    "the browser's file system refused a write (disk full?)",
+                ));
             }
             done += n as usize;
         }
@@ -118,8 +120,7 @@ async fn sweep(dir: &FileSystemDirectoryHandle, session: &str) {
 /// The names in `dir` (its async `keys()` iterator, drained).
 async fn entry_names(dir: &FileSystemDirectoryHandle) -> Result<Vec<String>, JsValue> {
     let iter: Object = dir.keys().unchecked_into();
-    let next = Reflect::get(&iter, &JsValue::from_str("next"))?
-        .dyn_into::<js_sys::Function>()?;
+    let next = Reflect::get(&iter, &JsValue::from_str("next"))?.dyn_into::<js_sys::Function>()?;
     let mut names = Vec::new();
     loop {
         let step = JsFuture::from(next.call0(&iter)?.dyn_into::<Promise>()?).await?;

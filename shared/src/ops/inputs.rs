@@ -23,6 +23,33 @@ pub struct Input {
     pub files: Vec<(String, usize)>,
 }
 
+/// Weight files a diffusers component folder may hold, in order of preference.
+pub const DIFFUSERS_WEIGHT_FILES: &[&str] = &[
+    "diffusion_pytorch_model.safetensors",
+    "model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "pytorch_model.bin",
+];
+
+/// Each component's weight file among the files of a diffusers folder, given by relative
+/// path (`unet/diffusion_pytorch_model.safetensors`, `vae/config.json`, ...): `(component,
+/// index into paths)` in [`COMPONENTS`](crate::layout::COMPONENTS) order. Empty when the
+/// folder has none.
+pub fn diffusers_weight_files<S: AsRef<str>>(paths: &[S]) -> Vec<(&'static str, usize)> {
+    crate::layout::COMPONENTS
+        .iter()
+        .filter_map(|component| {
+            DIFFUSERS_WEIGHT_FILES.iter().find_map(|file| {
+                let want = format!("{component}/{file}");
+                paths
+                    .iter()
+                    .position(|p| p.as_ref() == want)
+                    .map(|i| (*component, i))
+            })
+        })
+        .collect()
+}
+
 impl Inputs {
     pub fn new() -> Self {
         Self::default()
@@ -142,6 +169,23 @@ fn entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diffusers_weight_files_prefers_safetensors_and_skips_missing_components() {
+        let paths = [
+            "model_index.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.bin",
+            "unet/diffusion_pytorch_model.safetensors",
+            "text_encoder/model.safetensors",
+            "tokenizer/vocab.json",
+        ];
+        assert_eq!(
+            diffusers_weight_files(&paths),
+            [("unet", 3), ("text_encoder", 4)]
+        );
+        assert!(diffusers_weight_files(&["a.ckpt"]).is_empty());
+    }
     use crate::value::Dict;
 
     #[test]

@@ -212,6 +212,23 @@ impl ZipBuilder {
     }
 }
 
+/// A folder of files as one stored zip (where one file must be downloaded, as in the
+/// browser): each file an entry, its CRC computed as its bytes stream. The files' plans must
+/// not carry CRC slots of their own (safetensors and JSON never do).
+pub fn folder_zip(files: Vec<(String, Plan)>) -> crate::error::Result<Plan> {
+    let mut zip = ZipBuilder::new();
+    for (name, plan) in files {
+        if !plan.crc_slots.is_empty() {
+            return Err(crate::error::Error::op(format!(
+                "{name} is itself a zip and cannot be nested in a folder zip"
+            )));
+        }
+        let size = plan.len();
+        zip.add(&name, plan.parts, size, None);
+    }
+    Ok(zip.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +312,47 @@ mod tests {
         let at = half.data_offset as usize;
         let first = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
         assert_eq!(half::f16::from_bits(first).to_f32(), 1.5);
+    }
+
+    #[test]
+    fn a_folder_zips_into_entries_with_their_own_bytes_and_crcs() {
+        let sources: Vec<SharedSource> = vec![Arc::new(MemSource::new(vec![9u8; 40]))];
+        let weights = Plan {
+            parts: vec![
+                Part::Bytes(b"head".to_vec()),
+                Part::tensor("w", &f32_tensor(0, 8, 4)),
+            ],
+            crc_slots: Vec::new(),
+        };
+        let config = Plan {
+            parts: vec![Part::Bytes(b"{}".to_vec())],
+            crc_slots: Vec::new(),
+        };
+        let plan = folder_zip(vec![
+            ("unet/diffusion_pytorch_model.safetensors".into(), weights),
+            ("unet/config.json".into(), config),
+        ])
+        .unwrap();
+        let mut sink = MemSink::default();
+        execute(&plan, &sources, &mut sink, &mut |_, _| true).unwrap();
+        let bytes = sink.0;
+        let archive = ZipArchive::open(&MemSource::new(bytes.clone())).unwrap();
+        let entry = |name: &str| {
+            let e = archive.get(name).unwrap();
+            let data = bytes[e.data_offset as usize..(e.data_offset + e.size) as usize].to_vec();
+            assert_eq!(e.crc32, crc32fast::hash(&data), "{name}");
+            data
+        };
+        let mut want = b"head".to_vec();
+        want.extend_from_slice(&[9u8; 16]);
+        assert_eq!(entry("unet/diffusion_pytorch_model.safetensors"), want);
+        assert_eq!(entry("unet/config.json"), b"{}");
+
+        let nested = Plan {
+            parts: vec![Part::Crc(0)],
+            crc_slots: vec![CrcSlot { parts: 0..0 }],
+        };
+        assert!(folder_zip(vec![("x.ckpt".into(), nested)]).is_err());
     }
 
     #[test]

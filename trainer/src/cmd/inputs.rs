@@ -2,17 +2,9 @@
 
 use super::open_source;
 use ldmkit_core::layout::COMPONENTS;
-use ldmkit_core::ops::{Input, Inputs};
+use ldmkit_core::ops::{diffusers_weight_files, Input, Inputs};
 use ldmkit_core::Checkpoint;
 use std::path::{Path, PathBuf};
-
-/// Weight files a diffusers component folder may hold, in order of preference.
-const WEIGHT_FILES: &[&str] = &[
-    "diffusion_pytorch_model.safetensors",
-    "model.safetensors",
-    "diffusion_pytorch_model.bin",
-    "pytorch_model.bin",
-];
 
 fn open_file(path: &Path, inputs: &mut Inputs) -> Result<usize, String> {
     let source = open_source(path)?;
@@ -28,16 +20,23 @@ pub fn open_input(path: &Path, inputs: &mut Inputs) -> Result<Input, (PathBuf, S
             files: vec![(String::new(), index)],
         });
     }
-    let mut files = Vec::new();
+    // Relative paths of the component folders' files, as the browser sees a picked folder.
+    let mut paths = Vec::new();
     for component in COMPONENTS {
-        let folder = path.join(component);
-        let Some(file) = WEIGHT_FILES
-            .iter()
-            .map(|f| folder.join(f))
-            .find(|f| f.is_file())
-        else {
+        let Ok(entries) = std::fs::read_dir(path.join(component)) else {
             continue;
         };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .map(|e| format!("{component}/{}", e.file_name().to_string_lossy()))
+            .collect();
+        names.sort();
+        paths.extend(names);
+    }
+    let mut files = Vec::new();
+    for (component, at) in diffusers_weight_files(&paths) {
+        let file = path.join(&paths[at]);
         let index = open_file(&file, inputs).map_err(|e| (file.clone(), e))?;
         files.push((component.to_string(), index));
     }
