@@ -95,42 +95,7 @@ impl ZipArchive {
     }
 
     pub fn open_with(source: &dyn Source, limits: ZipLimits) -> Result<Self> {
-        let end = find_end_record(source)?;
-        if end.entries > limits.max_entries {
-            return Err(Error::Limit(format!(
-                "zip directory claims {} entries (limit {})",
-                end.entries, limits.max_entries
-            )));
-        }
-        if end.cd_size > limits.max_central_directory {
-            return Err(Error::Limit(format!(
-                "zip central directory is {} bytes (limit {})",
-                end.cd_size, limits.max_central_directory
-            )));
-        }
-        let cd_end = end.cd_offset.checked_add(end.cd_size);
-        if cd_end.is_none_or(|e| e > source.len()) {
-            return Err(Error::zip(format!(
-                "central directory ({} bytes at offset {}) runs past the end of the {}-byte file (truncated?)",
-                end.cd_size,
-                end.cd_offset,
-                source.len()
-            )));
-        }
-        let cd = read_vec(source, end.cd_offset, end.cd_size)?;
-        let mut entries = Vec::with_capacity(end.entries.min(4096) as usize);
-        let mut by_name = HashMap::new();
-        let mut at = 0usize;
-        for index in 0..end.entries {
-            let entry = parse_central_entry(&cd, &mut at, index, end.cd_offset)?;
-            if by_name.insert(entry.name.clone(), entries.len()).is_some() {
-                return Err(Error::zip(format!(
-                    "entry '{}' appears twice: ambiguous archive",
-                    entry.name
-                )));
-            }
-            entries.push(entry);
-        }
+        let (end, mut entries, by_name) = central_directory(source, limits)?;
         for entry in &mut entries {
             entry.data_offset = read_local_header(source, entry)?;
         }
@@ -208,6 +173,50 @@ impl Read for EntryReader<'_> {
         self.pos += n as u64;
         Ok(n)
     }
+}
+
+/// The end record and the central directory's entries (data offsets not yet known).
+fn central_directory(
+    source: &dyn Source,
+    limits: ZipLimits,
+) -> Result<(EndRecord, Vec<ZipEntry>, HashMap<String, usize>)> {
+    let end = find_end_record(source)?;
+    if end.entries > limits.max_entries {
+        return Err(Error::Limit(format!(
+            "zip directory claims {} entries (limit {})",
+            end.entries, limits.max_entries
+        )));
+    }
+    if end.cd_size > limits.max_central_directory {
+        return Err(Error::Limit(format!(
+            "zip central directory is {} bytes (limit {})",
+            end.cd_size, limits.max_central_directory
+        )));
+    }
+    let cd_end = end.cd_offset.checked_add(end.cd_size);
+    if cd_end.is_none_or(|e| e > source.len()) {
+        return Err(Error::zip(format!(
+            "central directory ({} bytes at offset {}) runs past the end of the {}-byte file (truncated?)",
+            end.cd_size,
+            end.cd_offset,
+            source.len()
+        )));
+    }
+    let cd = read_vec(source, end.cd_offset, end.cd_size)?;
+    let mut entries = Vec::with_capacity(end.entries.min(4096) as usize);
+    let mut by_name = HashMap::new();
+    let mut at = 0usize;
+    for index in 0..end.entries {
+        let entry = parse_central_entry(&cd, &mut at, index, end.cd_offset)?;
+        if by_name.insert(entry.name.clone(), entries.len()).is_some() {
+            return Err(Error::zip(format!(
+                "entry '{}' appears twice: ambiguous archive",
+                entry.name
+            )));
+        }
+        entries.push(entry);
+    }
+    Ok((end, entries, by_name))
 }
 
 fn find_end_record(source: &dyn Source) -> Result<EndRecord> {
@@ -362,23 +371,32 @@ fn read_local_header(source: &dyn Source, entry: &ZipEntry) -> Result<u64> {
     if fixed_end > source.len() {
         return Err(past_end());
     }
-    let fixed = read_vec(source, entry.header_offset, LOCAL_LEN as u64)?;
-    if u32_at(&fixed, 0) != LOCAL_SIG {
+    // The fixed part and the name in one read where the file allows (one read per entry
+    // matters where each read is a browser call).
+    let name_end = fixed_end
+        .checked_add(entry.name.len() as u64)
+        .filter(|&e| e <= source.len())
+        .unwrap_or(fixed_end);
+    let head = read_vec(source, entry.header_offset, name_end - entry.header_offset)?;
+    let fixed = &head[..LOCAL_LEN];
+    if u32_at(fixed, 0) != LOCAL_SIG {
         return Err(Error::zip(format!(
             "entry '{}': no local header at offset {} (corrupt directory)",
             entry.name, entry.header_offset
         )));
     }
-    let name_len = u16_at(&fixed, 26) as u64;
-    let extra_len = u16_at(&fixed, 28) as u64;
+    let name_len = u16_at(fixed, 26) as u64;
+    let extra_len = u16_at(fixed, 28) as u64;
     if name_len != entry.name.len() as u64 {
         return Err(Error::zip(format!(
             "entry '{}': local header name differs from the directory's",
             entry.name
         )));
     }
-    let local_name = read_vec(source, fixed_end, name_len).map_err(|_| past_end())?;
-    if local_name != entry.name.as_bytes() {
+    if name_end != fixed_end + name_len {
+        return Err(past_end());
+    }
+    if &head[LOCAL_LEN..] != entry.name.as_bytes() {
         return Err(Error::zip(format!(
             "entry '{}': local header name differs from the directory's",
             entry.name
