@@ -62,6 +62,7 @@ async function job(name, files, action, cli) {
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
   await page.goto(srv.url);
+  await page.locator('#engine-ready').waitFor({ state: 'attached' });
   const idle = browserMemory();
   const tOpen = performance.now();
   await page.setInputFiles('#file', files);

@@ -27,6 +27,8 @@ pub fn App() -> impl IntoView {
     let (download, set_download) = signal::<Option<(String, String, f64)>>(None);
     let (notes, set_notes) = signal::<Vec<String>>(Vec::new());
     let (error, set_error) = signal::<Option<String>>(None);
+    // Whether the engine worker has loaded its WebAssembly (tests wait for it before timing).
+    let (engine_ready, set_engine_ready) = signal(false);
     let (action, set_action) = signal("strip".to_string());
     let (dtype, set_dtype) = signal("f16".to_string());
     let (alpha, set_alpha) = signal(0.5f64);
@@ -54,6 +56,7 @@ pub fn App() -> impl IntoView {
                 .and_then(|s| serde_json::from_str::<Value>(&s).ok())
         };
         match op.as_str() {
+            "ready" => set_engine_ready.set(true),
             "report" => {
                 let tab = field(&reply, "id").as_f64().unwrap_or(-1.0) as usize;
                 set_opened.update(|o| {
@@ -238,6 +241,7 @@ pub fn App() -> impl IntoView {
 
     view! {
         <header>
+            {move || engine_ready.get().then(|| view! { <span id="engine-ready" hidden=true></span> })}
             <h1>"ldmkit"</h1>
             <p class="tagline">"Open, inspect and rewrite Stable Diffusion checkpoints in your browser. Nothing is uploaded; pickles are never executed."</p>
         </header>
