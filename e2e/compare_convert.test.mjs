@@ -134,10 +134,17 @@ test('cancel stops a run at once, leaves no download, and the next run works', a
   await p.setInputFiles('#file', big);
   await p.locator('#architecture').waitFor();
   await p.selectOption('#dtype', 'f16');
+  // How long the run takes when left alone.
+  let t = performance.now();
+  await p.click('#run');
+  await p.locator('#download').waitFor();
+  const full = performance.now() - t;
+  // Now cancelled at its start: nothing may arrive, even after the full run's time.
   await p.click('#run');
   await p.locator('#progress').waitFor();
   await p.click('#cancel');
   assert.equal(await p.locator('#error').textContent(), 'cancelled');
+  await p.waitForTimeout(full + 1000);
   assert.equal(await p.locator('#download').count(), 0);
   assert.equal(await p.locator('#progress').count(), 0);
   // The engine was replaced; a new run completes.

@@ -46,19 +46,28 @@ pub(crate) fn read(source: &dyn Source) -> Result<Parsed> {
         )));
     }
     let header = read_vec(source, 0, 8 + n)?;
+    let data_start = 8 + n;
+    let table = Table::parse(&header[8..]);
+    // Offsets past the end of any file (a hostile header can sum them towards 2^64) are
+    // refused before any arithmetic with them: the crate's own check adds them unchecked
+    // (a panic in debug builds).
+    let overflow = || Error::Safetensors("tensor data offsets overflow a 64-bit file size".into());
+    if let Ok(t) = &table {
+        data_start.checked_add(t.data_len).ok_or_else(overflow)?;
+    }
     #[cfg(target_pointer_width = "64")]
     match SafeTensors::read_metadata(&header) {
         Ok(_) | Err(SafeTensorError::MetadataIncompleteBuffer) => {}
         Err(e) => return Err(Error::Safetensors(describe(&e))),
     }
-    let table = Table::parse(&header[8..])?;
-    let data_start = 8 + n;
-    let data_len = table.data_len;
-    if data_start + data_len != len {
+    let table = table?;
+    let data_end = data_start
+        .checked_add(table.data_len)
+        .ok_or_else(overflow)?;
+    if data_end != len {
         return Err(Error::Safetensors(format!(
-            "tensor data should end at byte {} but the file is {len} bytes ({})",
-            data_start + data_len,
-            if data_start + data_len > len {
+            "tensor data should end at byte {data_end} but the file is {len} bytes ({})",
+            if data_end > len {
                 "truncated"
             } else {
                 "trailing bytes"
@@ -130,6 +139,32 @@ struct Table {
     data_len: u64,
 }
 
+/// A JSON object's entries in order, duplicates kept (a map would keep only the last).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Entries, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct RawInfo {
     dtype: String,
@@ -142,14 +177,22 @@ impl Table {
         let bad = |m: String| Error::Safetensors(m);
         let text =
             std::str::from_utf8(json).map_err(|_| bad("header is not valid UTF-8".into()))?;
-        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(text)
+        let raw: Entries = serde_json::from_str(text)
             .map_err(|e| bad(format!("header is not a valid tensor table: {e}")))?;
         let mut metadata = BTreeMap::new();
-        let mut tensors = Vec::new();
-        for (name, value) in raw {
+        let mut seen_metadata = false;
+        // As the crate: every occurrence of a key must be valid; the last one counts.
+        let mut by_name: BTreeMap<String, TableEntry> = BTreeMap::new();
+        for (name, value) in raw.0 {
             if name == "__metadata__" {
-                metadata = serde_json::from_value(value)
+                if std::mem::replace(&mut seen_metadata, true) {
+                    return Err(bad(
+                        "header is not a valid tensor table: duplicate field `__metadata__`".into(),
+                    ));
+                }
+                let map: Option<BTreeMap<String, String>> = serde_json::from_value(value)
                     .map_err(|e| bad(format!("header is not a valid tensor table: {e}")))?;
+                metadata = map.unwrap_or_default();
                 continue;
             }
             let info: RawInfo = serde_json::from_value(value)
@@ -157,14 +200,18 @@ impl Table {
             let dtype = DType::from_safetensors_name(&info.dtype)
                 .ok_or_else(|| bad(format!("tensor '{name}': unsupported dtype {}", info.dtype)))?;
             let (begin, end) = info.data_offsets;
-            tensors.push(TableEntry {
-                name,
-                dtype,
-                shape: info.shape,
-                begin,
-                end,
-            });
+            by_name.insert(
+                name.clone(),
+                TableEntry {
+                    name,
+                    dtype,
+                    shape: info.shape,
+                    begin,
+                    end,
+                },
+            );
         }
+        let mut tensors: Vec<TableEntry> = by_name.into_values().collect();
         tensors.sort_by(|a, b| (a.begin, a.end, &a.name).cmp(&(b.begin, b.end, &b.name)));
         let mut at = 0u64;
         for t in &tensors {
@@ -246,6 +293,13 @@ mod tests {
             r#"{"__metadata__":{"format":1}}"#,
             r#"[1,2]"#,
             r#"{"a":"#,
+            // null metadata; duplicate metadata; a duplicate key whose first value is bad
+            r#"{"__metadata__":null,"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+            r#"{"__metadata__":{},"__metadata__":{},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+            r#"{"a":{"dtype":"F31","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+            // offsets summing towards 2^64
+            r#"{"a":{"dtype":"U8","shape":[9223372036854775807],"data_offsets":[0,9223372036854775807]},"b":{"dtype":"U8","shape":[9223372036854775800],"data_offsets":[9223372036854775807,18446744073709551607]}}"#,
         ];
         for json in headers {
             let ours = Table::parse(json.as_bytes()).map(|t| t.data_len);
@@ -255,6 +309,35 @@ mod tests {
             };
             assert_eq!(ours.is_ok(), crate_ok, "{json}: ours {ours:?}");
         }
+    }
+
+    #[test]
+    fn offsets_that_sum_past_2_pow_64_are_an_error_not_a_wrap() {
+        // Sizes stay below 2^61 bytes, so bit counts fit in 64 bits.
+        let step = 1u64 << 60;
+        let mut tensors: Vec<String> = (0..15)
+            .map(|i| {
+                format!(
+                    r#""t{i}":{{"dtype":"U8","shape":[{step}],"data_offsets":[{},{}]}}"#,
+                    i * step,
+                    (i + 1) * step
+                )
+            })
+            .collect();
+        // The last ends at 2^64 - 1: the data end, header added, is past 2^64.
+        tensors.push(format!(
+            r#""t15":{{"dtype":"U8","shape":[{}],"data_offsets":[{},{}]}}"#,
+            step - 1,
+            15 * step,
+            u64::MAX
+        ));
+        let json = format!("{{{}}}", tensors.join(","));
+        assert_eq!(Table::parse(json.as_bytes()).unwrap().data_len, u64::MAX);
+        let mut file = with_length(&json);
+        file.extend_from_slice(&[0; 16]);
+        let source = crate::source::MemSource::new(file);
+        let err = read(&source).err().expect("refused");
+        assert!(err.to_string().contains("overflow"), "{err}");
     }
 
     #[test]

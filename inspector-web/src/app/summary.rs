@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use serde_json::Value;
 
 /// One opened file and what the engine said about it.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct Opened {
     pub name: String,
     pub report: Option<Value>,

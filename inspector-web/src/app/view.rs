@@ -33,6 +33,11 @@ pub fn App() -> impl IntoView {
     let (dtype, set_dtype) = signal("f16".to_string());
     let (alpha, set_alpha) = signal(0.5f64);
     let (format, set_format) = signal("safetensors".to_string());
+    // Inspect requests are `inspect:<generation>:<tab>`; "Clear" starts a new generation, so
+    // a late reply for a cleared file is dropped instead of landing on a new tab.
+    let generation = StoredValue::new(0u32);
+    // The output format of the run in flight (the form may change while it runs).
+    let run_format = StoredValue::new(String::new());
     // A recipe that came in a link wins over the form until the user changes the form.
     let linked = Recipe::parse_any(&location_hash()).ok();
     let (from_link, set_from_link) = signal(linked.is_some());
@@ -58,12 +63,13 @@ pub fn App() -> impl IntoView {
         match op.as_str() {
             "ready" => set_engine_ready.set(true),
             "report" => {
-                let tab = field(&reply, "id").as_f64().unwrap_or(-1.0) as usize;
-                set_opened.update(|o| {
-                    if let Some(entry) = o.get_mut(tab) {
-                        entry.report = json();
-                    }
-                });
+                if let Some(tab) = inspect_tab(&reply, generation.get_value()) {
+                    set_opened.update(|o| {
+                        if let Some(entry) = o.get_mut(tab) {
+                            entry.report = json();
+                        }
+                    });
+                }
             }
             "diff" => {
                 set_progress.set(None);
@@ -85,15 +91,12 @@ pub fn App() -> impl IntoView {
                 let blob: web_sys::Blob = field(&reply, "blob").into();
                 let bytes = field(&reply, "bytes").as_f64().unwrap_or(0.0);
                 let url = web_sys::Url::create_object_url_with_blob(&blob).unwrap_or_default();
-                let name = match format.get_untracked().as_str() {
+                let name = match run_format.get_value().as_str() {
                     "ckpt" => "ldmkit-output.ckpt",
                     "diffusers" => "ldmkit-output-diffusers.zip",
                     _ => "ldmkit-output.safetensors",
                 };
-                if let Some((old, _, _)) = download.get_untracked() {
-                    let _ = web_sys::Url::revoke_object_url(&old);
-                }
-                set_download.set(Some((url, name.to_string(), bytes)));
+                set_download.update(|d| replace_download(d, Some((url, name.to_string(), bytes))));
                 let lines = js_sys::Array::from(&field(&reply, "notes"))
                     .iter()
                     .filter_map(|v| v.as_string())
@@ -104,16 +107,20 @@ pub fn App() -> impl IntoView {
             }
             "error" => {
                 let message = field(&reply, "message").as_string().unwrap_or_default();
-                set_progress.set(None);
-                set_busy.set(None);
-                // Inspect requests are numbered by tab; the error then belongs to that tab.
-                match field(&reply, "id").as_f64() {
-                    Some(tab) => set_opened.update(|o| {
-                        if let Some(entry) = o.get_mut(tab as usize) {
+                let id = field(&reply, "id").as_string().unwrap_or_default();
+                if id == "run" || id == "diff" {
+                    set_progress.set(None);
+                    set_busy.set(None);
+                }
+                if let Some(tab) = inspect_tab(&reply, generation.get_value()) {
+                    // A file that cannot be read: the message belongs to its tab.
+                    set_opened.update(|o| {
+                        if let Some(entry) = o.get_mut(tab) {
                             entry.error = Some(message.clone());
                         }
-                    }),
-                    None => set_error.set(Some(message)),
+                    });
+                } else if !id.starts_with("inspect:") {
+                    set_error.set(Some(message));
                 }
             }
             _ => {}
@@ -151,18 +158,22 @@ pub fn App() -> impl IntoView {
         });
         set_selected.set(first_tab);
         for (i, p) in new.iter().enumerate() {
-            let id = ("id", JsValue::from((first_tab + i) as u32));
-            send(request("inspect", std::slice::from_ref(&p.file), &[id]));
+            send(inspect_request(
+                &p.file,
+                generation.get_value(),
+                first_tab + i,
+            ));
         }
         set_picked.update(|all| all.extend(new));
     };
     let clear = move |_| {
+        generation.update_value(|g| *g += 1);
         set_picked.set(Vec::new());
         set_opened.set(Vec::new());
         set_stats.set(None);
         set_diff.set(None);
         set_error.set(None);
-        set_download.set(None);
+        set_download.update(|d| replace_download(d, None));
     };
     let on_pick = move |ev: leptos::ev::Event| {
         let input: HtmlInputElement = event_target(&ev);
@@ -183,8 +194,9 @@ pub fn App() -> impl IntoView {
     let runs = StoredValue::new(0u32);
     let run = move |_| {
         runs.update_value(|n| *n += 1);
+        run_format.set_value(format.get_untracked());
         set_error.set(None);
-        set_download.set(None);
+        set_download.update(|d| replace_download(d, None));
         set_notes.set(Vec::new());
         set_progress.set(Some((0.0, 1.0)));
         set_busy.set(Some("run"));
@@ -218,6 +230,21 @@ pub fn App() -> impl IntoView {
         set_progress.set(None);
         set_busy.set(None);
         set_error.set(Some("cancelled".into()));
+        // The old worker took its queue with it: ask again for summaries still missing.
+        let pending: Vec<usize> = opened.with_untracked(|o| {
+            o.iter()
+                .enumerate()
+                .filter(|(_, e)| e.report.is_none() && e.error.is_none())
+                .map(|(i, _)| i)
+                .collect()
+        });
+        picked.with_untracked(|p| {
+            for tab in pending {
+                if let Some(p) = p.get(tab) {
+                    send(inspect_request(&p.file, generation.get_value(), tab));
+                }
+            }
+        });
     };
     let progress_bar = move || {
         progress.get().map(|(done, total)| {
@@ -230,6 +257,9 @@ pub fn App() -> impl IntoView {
             }
         })
     };
+    // The selected tab's content: the summary is rebuilt only when it changes (another tab's
+    // reply would otherwise collapse this tab's key tree).
+    let current = Memo::new(move |_| opened.with(|o| o.get(selected.get()).cloned()));
     let copy_link = move |_| {
         let href = web_sys::window()
             .and_then(|w| w.location().href().ok())
@@ -267,7 +297,7 @@ pub fn App() -> impl IntoView {
                 <button class:active=move || selected.get() == i on:click=move |_| set_selected.set(i)>{o.name.clone()}</button>
             }).collect_view()}
         </nav>
-        {move || opened.get().get(selected.get()).cloned().map(|o| view! {
+        {move || current.get().map(|o| view! {
             <Summary opened=o filter=filter set_filter=set_filter on_tensor=move |key: String| {
                 let f = picked.get_untracked().get(selected.get_untracked()).map(|p| p.file.clone());
                 if let Some(f) = f {
@@ -330,4 +360,27 @@ pub fn App() -> impl IntoView {
             })}
         </section>
     }
+}
+
+/// An inspect request for `file`, shown in tab `tab` of generation `generation`.
+fn inspect_request(file: &File, generation: u32, tab: usize) -> JsValue {
+    let id = JsValue::from_str(&format!("inspect:{generation}:{tab}"));
+    request("inspect", std::slice::from_ref(file), &[("id", id)])
+}
+
+/// The tab an inspect reply belongs to, if it is of the current generation.
+fn inspect_tab(reply: &JsValue, generation: u32) -> Option<usize> {
+    let id = field(reply, "id").as_string()?;
+    let mut parts = id.strip_prefix("inspect:")?.split(':');
+    let g: u32 = parts.next()?.parse().ok()?;
+    let tab = parts.next()?.parse().ok()?;
+    (g == generation).then_some(tab)
+}
+
+/// Set the download link, releasing the old one's object URL (and the Blob it keeps alive).
+fn replace_download(slot: &mut Option<(String, String, f64)>, new: Option<(String, String, f64)>) {
+    if let Some((old, _, _)) = slot.take() {
+        let _ = web_sys::Url::revoke_object_url(&old);
+    }
+    *slot = new;
 }

@@ -28,11 +28,10 @@ pub async fn run(id: &JsValue, data: &JsValue) -> Result<(), String> {
         .as_string()
         .unwrap_or_else(|| "anonymous".into());
     let run_number = get(data, "run").as_f64().unwrap_or(0.0) as u64;
-    let scratch = if plan.computed_bytes() > 0 {
-        Scratch::create(&session, run_number).await.ok()
-    } else {
-        None
-    };
+    // Every byte not sliced from an input goes to disk: computed tensors, and copied ranges
+    // that pass through the sink to have their CRC taken (a diffusers zip, a .ckpt from
+    // safetensors).
+    let scratch = Scratch::create(&session, run_number).await.ok();
     let mut sink = BlobSink::new(b.blobs, scratch);
     let on_disk = sink.on_disk();
     let report = execute(

@@ -84,7 +84,16 @@ impl Scratch {
     pub async fn finish(self) -> Result<File, JsValue> {
         self.handle.flush()?;
         self.handle.close();
-        Ok(JsFuture::from(self.file.get_file()).await?.unchecked_into())
+        let file = self.file.clone();
+        drop(self);
+        Ok(JsFuture::from(file.get_file()).await?.unchecked_into())
+    }
+}
+
+impl Drop for Scratch {
+    /// A run that fails mid-way releases the file's lock, so the next run's sweep removes it.
+    fn drop(&mut self) {
+        self.handle.close();
     }
 }
 
