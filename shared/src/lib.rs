@@ -44,6 +44,7 @@ pub mod scan;
 pub mod source;
 pub mod tensor;
 pub mod torch;
+pub mod units;
 pub mod value;
 pub mod write;
 

@@ -2,7 +2,7 @@
 //! size (drawn as a bar against the whole file), expanded on click; a filter box switches to a
 //! flat list of matching keys. Clicking a tensor asks the engine for its statistics.
 
-use super::format::human;
+use ldmkit_core::units::bytes;
 use leptos::prelude::*;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -140,10 +140,10 @@ pub fn KeyTree(
                     .map(|(i, t)| {
                         let key = name(t);
                         let (dtype, shape) = leaf_cells(i);
-                        let bytes = t["bytes"].as_f64().unwrap_or(0.0);
+                        let size = t["bytes"].as_f64().unwrap_or(0.0);
                         view! {
                             <tr class="key" on:click=move |_| on_tensor(key.clone())>
-                                <td>{name(t)}</td><td>{dtype}</td><td>{shape}</td><td>{human(bytes)}</td>
+                                <td>{name(t)}</td><td>{dtype}</td><td>{shape}</td><td>{bytes(size as u64)}</td>
                             </tr>
                         }
                         .into_any()
@@ -164,7 +164,7 @@ pub fn KeyTree(
                         view! {
                             <tr class="key" on:click=move |_| on_tensor(path.clone())>
                                 <td style=pad>{node.label.clone()}</td><td>{dtype}</td><td>{shape}</td>
-                                <td><span class="mini-bar"><span class="fill" style=pct></span></span>{human(node.bytes)}</td>
+                                <td><span class="mini-bar"><span class="fill" style=pct></span></span>{bytes(node.bytes as u64)}</td>
                             </tr>
                         }
                         .into_any()
@@ -181,7 +181,7 @@ pub fn KeyTree(
                             <tr class="prefix" on:click=toggle>
                                 <td style=pad>{if is_open { "▾ " } else { "▸ " }}{node.label.clone()}</td>
                                 <td colspan="2" class="muted">{format!("{} tensors", node.tensors)}</td>
-                                <td><span class="mini-bar"><span class="fill" style=pct></span></span>{human(node.bytes)}</td>
+                                <td><span class="mini-bar"><span class="fill" style=pct></span></span>{bytes(node.bytes as u64)}</td>
                             </tr>
                         }
                         .into_any()

@@ -6,7 +6,6 @@
 
 mod actions;
 mod diff;
-mod format;
 mod inputs;
 mod keys;
 mod stats;

@@ -1,8 +1,8 @@
 //! What is in one file: format, size, architecture, components drawn as bars, dtypes, Lightning
 //! metadata, the safety report, and the key tree.
 
-use super::format::human;
 use super::keys::KeyTree;
+use ldmkit_core::units::{bytes, count};
 use leptos::prelude::*;
 use serde_json::Value;
 
@@ -43,7 +43,7 @@ pub fn Summary(
         .as_object()
         .map(|m| {
             m.iter()
-                .map(|(k, v)| format!("{k}: {} tensors, {}", v["tensors"], human(size(v))))
+                .map(|(k, v)| format!("{k}: {} tensors, {}", v["tensors"], bytes(size(v) as u64)))
                 .collect::<Vec<_>>()
                 .join(" · ")
         })
@@ -53,7 +53,7 @@ pub fn Summary(
             <h2 id="name">{opened.name.clone()}</h2>
             <table class="facts">
                 <tr><th>"format"</th><td id="format-value">{s(&r["format"])}</td></tr>
-                <tr><th>"size"</th><td>{human(r["file_size"].as_f64().unwrap_or(0.0))}</td></tr>
+                <tr><th>"size"</th><td>{bytes(r["file_size"].as_u64().unwrap_or(0))}</td></tr>
                 <tr><th>"architecture"</th><td id="architecture">{s(&r["architecture"])}</td></tr>
                 <tr><th>"tensors"</th><td id="tensor-count">{tensors.len()}</td></tr>
                 <tr><th>"dtypes"</th><td id="dtypes">{dtypes}</td></tr>
@@ -62,13 +62,13 @@ pub fn Summary(
             <h3>"Components"</h3>
             <div class="bars" id="components">
                 {components.into_iter().map(|(name, c)| {
-                    let bytes = c["bytes"].as_f64().unwrap_or(0.0);
-                    let pct = 100.0 * bytes / total;
+                    let size = c["bytes"].as_f64().unwrap_or(0.0);
+                    let pct = 100.0 * size / total;
                     view! {
                         <div class="bar-row">
                             <span class="bar-label">{name}</span>
                             <span class="bar"><span class="fill" style=format!("width:{pct:.1}%")></span></span>
-                            <span class="bar-value">{format!("{} · {} tensors · {}", human(bytes), c["tensors"], c["params"])}</span>
+                            <span class="bar-value">{format!("{} · {} tensors · {} params", bytes(size as u64), c["tensors"], count(c["params"].as_u64().unwrap_or(0)))}</span>
                         </div>
                     }
                 }).collect_view()}

@@ -2,12 +2,12 @@
 
 use super::actions::{build_recipe, location_hash, required_format, set_location_hash, ACTIONS};
 use super::diff::DiffView;
-use super::format::human;
 use super::inputs::{self, input_names, pick, Picked};
 use super::stats::Stats;
 use super::summary::{Opened, Summary};
 use super::worker::{field, request, Engine};
 use ldmkit_core::recipe::Recipe;
+use ldmkit_core::units::bytes;
 use leptos::prelude::*;
 use serde_json::Value;
 use wasm_bindgen::JsValue;
@@ -251,7 +251,7 @@ pub fn App() -> impl IntoView {
             view! {
                 <div class="progress">
                     <progress id="progress" max=total value=done></progress>
-                    " " {format!("{} / {}", human(done), human(total))} " "
+                    " " {format!("{} / {}", bytes(done as u64), bytes(total as u64))} " "
                     <button id="cancel" on:click=cancel>"Cancel"</button>
                 </div>
             }
@@ -355,8 +355,8 @@ pub fn App() -> impl IntoView {
             <button id="run" on:click=run disabled=move || picked.with(|p| p.is_empty()) || progress.get().is_some()>"Run"</button>
             {move || (busy.get() == Some("run")).then(progress_bar)}
             <ul class="notes">{move || notes.get().into_iter().map(|n| view! { <li>{n}</li> }).collect_view()}</ul>
-            {move || download.get().map(|(url, name, bytes)| view! {
-                <p><a id="download" href=url download=name.clone()>{format!("Download {name} ({})", human(bytes))}</a></p>
+            {move || download.get().map(|(url, name, size)| view! {
+                <p><a id="download" href=url download=name.clone()>{format!("Download {name} ({})", bytes(size as u64))}</a></p>
             })}
         </section>
     }
