@@ -1,5 +1,6 @@
 //! A [`Sink`] that composes the output as a `Blob`: unchanged ranges become `File.slice()`
-//! parts (no byte is copied, whatever the file size); everything else is gathered in a few
+//! parts (no byte is copied, whatever the file size, even where a zip CRC had them read);
+//! everything else is gathered in a few
 //! MiB and appended to a [`Scratch`] file on disk, or, where the browser has no origin
 //! private file system, kept as in-memory Blob parts.
 
@@ -112,6 +113,10 @@ impl Sink for BlobSink {
             self.flush()?;
         }
         Ok(())
+    }
+
+    fn copies_are_free(&self) -> bool {
+        true
     }
 
     fn copy_range(

@@ -35,6 +35,13 @@ pub trait Sink {
     ) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Whether `copy_range` costs nothing once the bytes have been read anyway (the browser:
+    /// a slice of the user's `File`, where writing would store a second copy). Then ranges
+    /// the executor reads to hash for a zip CRC are still appended as copies.
+    fn copies_are_free(&self) -> bool {
+        false
+    }
 }
 
 /// A sink in memory (tests, small outputs, the browser's header parts).
@@ -106,15 +113,25 @@ pub fn execute(
             }
             _ => None,
         };
+        // `copy`: where `bytes` came from, when the sink may take them as a copy instead.
         let mut emit = |bytes: &[u8],
                         sink: &mut dyn Sink,
                         written: &mut u64,
-                        progress: &mut dyn Progress|
+                        progress: &mut dyn Progress,
+                        copy: Option<(usize, &dyn Source, u64)>|
          -> Result<()> {
             if let Some(s) = slot_of[index] {
                 hashers[s].update(bytes);
             }
-            sink.write(bytes)?;
+            let copied = match copy {
+                Some((input, source, offset)) => {
+                    sink.copy_range(input, source, offset, bytes.len() as u64)?
+                }
+                None => false,
+            };
+            if !copied {
+                sink.write(bytes)?;
+            }
             *written += bytes.len() as u64;
             if !progress.advance(*written, total) {
                 return Err(Error::Cancelled);
@@ -122,8 +139,14 @@ pub fn execute(
             Ok(())
         };
         match part {
-            Part::Bytes(bytes) => emit(bytes, sink, &mut written, progress)?,
-            Part::Crc(_) => emit(&crc.expect("computed above"), sink, &mut written, progress)?,
+            Part::Bytes(bytes) => emit(bytes, sink, &mut written, progress, None)?,
+            Part::Crc(_) => emit(
+                &crc.expect("computed above"),
+                sink,
+                &mut written,
+                progress,
+                None,
+            )?,
             Part::Copy { input, offset, len } => {
                 let source = inputs
                     .get(*input)
@@ -144,11 +167,13 @@ pub fn execute(
                         }
                     }
                 }
+                let copy_after_hash = slot_of[index].is_some() && sink.copies_are_free();
                 while at < *len {
                     let n = (*len - at).min(CHUNK_BYTES) as usize;
                     buf.resize(n, 0);
                     source.read_at(offset + at, &mut buf)?;
-                    emit(&buf, sink, &mut written, progress)?;
+                    let copy = copy_after_hash.then_some((*input, source.as_ref(), offset + at));
+                    emit(&buf, sink, &mut written, progress, copy)?;
                     at += n as u64;
                 }
             }
@@ -167,7 +192,7 @@ pub fn execute(
                         let (bytes, found) = chunk?;
                         bad.nan += found.nan;
                         bad.inf += found.inf;
-                        emit(&bytes, sink, &mut written, progress)
+                        emit(&bytes, sink, &mut written, progress, None)
                     },
                 )?;
                 report.bytes_computed += tensor.nbytes();

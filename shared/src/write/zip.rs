@@ -314,6 +314,57 @@ mod tests {
         assert_eq!(half::f16::from_bits(first).to_f32(), 1.5);
     }
 
+    /// The browser's kind of sink: copies are slices, so they are taken even for bytes the
+    /// executor had to read for a CRC.
+    #[derive(Default)]
+    struct SlicingSink {
+        out: Vec<u8>,
+        copied: u64,
+    }
+
+    impl crate::plan::Sink for SlicingSink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            self.out.extend_from_slice(bytes);
+            Ok(())
+        }
+        fn copy_range(
+            &mut self,
+            _input: usize,
+            source: &dyn crate::source::Source,
+            offset: u64,
+            len: u64,
+        ) -> std::io::Result<bool> {
+            let mut buf = vec![0; len as usize];
+            source.read_at(offset, &mut buf)?;
+            self.out.extend_from_slice(&buf);
+            self.copied += len;
+            Ok(true)
+        }
+        fn copies_are_free(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn bytes_read_for_a_crc_still_go_to_a_slicing_sink_as_copies() {
+        let sources: Vec<SharedSource> =
+            vec![Arc::new(MemSource::new((0..=255u8).collect::<Vec<u8>>()))];
+        let mut zip = ZipBuilder::new();
+        zip.add(
+            "w",
+            vec![Part::tensor("w", &f32_tensor(0, 16, 32))],
+            128,
+            None,
+        );
+        let plan = zip.finish();
+        let mut plain = MemSink::default();
+        execute(&plan, &sources, &mut plain, &mut |_, _| true).unwrap();
+        let mut slicing = SlicingSink::default();
+        execute(&plan, &sources, &mut slicing, &mut |_, _| true).unwrap();
+        assert_eq!(slicing.out, plain.0, "same bytes, CRC included");
+        assert_eq!(slicing.copied, 128);
+    }
+
     #[test]
     fn a_folder_zips_into_entries_with_their_own_bytes_and_crcs() {
         let sources: Vec<SharedSource> = vec![Arc::new(MemSource::new(vec![9u8; 40]))];
