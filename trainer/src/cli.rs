@@ -52,6 +52,11 @@ pub enum Command {
     Diff(DiffArgs),
     /// Statistics and a histogram of one tensor.
     Stats(StatsArgs),
+    /// Encode a dataset once: images to VAE latents (posterior mean and std), captions to
+    /// CLIP text states, in safetensors shards with a manifest. Re-running continues.
+    PreEncode(PreEncodeArgs),
+    /// Show how CLIP tokenizes captions (ids, tokens, whether they fit in 75 tokens).
+    Tokenize(TokenizeArgs),
 }
 
 /// Where and how a rewrite writes its result.
@@ -206,6 +211,77 @@ pub struct ScanArgs {
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Print a JSON array, one object per file.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PreEncodeArgs {
+    /// The model: an LDM-layout .ckpt/.safetensors (release or training checkpoint) or a
+    /// diffusers folder.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Datasets: folders of images with same-stem .txt captions (kohya), folders with a
+    /// metadata.jsonl (Hugging Face), or webdataset .tar shards (or a folder of them).
+    #[arg(long, value_name = "PATH", num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// Output folder (shards, manifest.json, extras.safetensors).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// CLIP tokenizer: tokenizer.json, or a folder with vocab.json + merges.txt. Default: the
+    /// model folder's tokenizer/.
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
+    /// Training resolution (square side, or the bucket area's side with --buckets).
+    #[arg(long, default_value_t = 512)]
+    pub resolution: u32,
+    /// Aspect-ratio buckets: sides multiples of 64, area about resolution².
+    #[arg(long)]
+    pub buckets: bool,
+    /// Also encode every image mirrored left to right.
+    #[arg(long)]
+    pub flip: bool,
+    /// Text encoder layer, counted as A1111 does: 1 = last, 2 = penultimate.
+    #[arg(long, default_value_t = 1)]
+    pub clip_skip: usize,
+    /// One prompt per line, encoded for preview images during training.
+    #[arg(long, value_name = "FILE")]
+    pub sample_prompts: Option<PathBuf>,
+    /// Metadata.jsonl column holding the caption (default: text, caption or prompt).
+    #[arg(long, value_name = "NAME")]
+    pub caption_column: Option<String>,
+    /// Stored dtype of latents and text states: f16, bf16, f32.
+    #[arg(long, default_value = "f16")]
+    pub dtype: String,
+    /// Compute precision of the VAE and text encoder: f32, bf16, f16.
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
+    /// auto (CUDA when built with it and present), cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Images per encoder batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Samples per shard file.
+    #[arg(long, default_value_t = 256)]
+    pub shard_size: usize,
+    /// Image decoding threads (default: one per core, up to 16).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    /// tokenizer.json, or a folder with vocab.json + merges.txt.
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: PathBuf,
+    /// Captions.
+    #[arg(required = true)]
+    pub text: Vec<String>,
+    /// Print ids as JSON.
     #[arg(long)]
     pub json: bool,
 }

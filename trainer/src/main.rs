@@ -6,7 +6,11 @@
 
 mod cli;
 mod cmd;
+mod data;
+mod encode;
 mod format;
+mod models;
+mod text;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -26,6 +30,8 @@ fn main() -> ExitCode {
         cli::Command::Apply(a) => cmd::shortcuts::apply(&a),
         cli::Command::Diff(a) => cmd::diff::run(&a),
         cli::Command::Stats(a) => cmd::stats::run(&a),
+        cli::Command::PreEncode(a) => cmd::pre_encode::run(&a),
+        cli::Command::Tokenize(a) => cmd::tokenize::run(&a),
     };
     ExitCode::from(code)
 }

@@ -1,12 +1,14 @@
 //! One module per subcommand; each returns the process exit code.
 
 pub mod diff;
-mod inputs;
+pub mod inputs;
 pub mod inspect;
+pub mod pre_encode;
 mod rewrite;
 pub mod scan;
 pub mod shortcuts;
 pub mod stats;
+pub mod tokenize;
 
 use ldmkit_core::source::{FileSource, SharedSource};
 use std::path::Path;

@@ -1,0 +1,131 @@
+//! webdataset shards: tar files whose members group by key (`000123.jpg` + `000123.txt` or
+//! `000123.json`), the format LAION and the CompVis training runs read.
+//!
+//! Only headers are read while listing (the archive is walked with seeks); image bytes are
+//! read later from their recorded offsets, and caption members (small) at listing time.
+
+use super::{is_image, ImageBytes, Item, Listing};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Caption members larger than this are not captions.
+const CAPTION_LIMIT: u64 = 1 << 20;
+
+pub fn is_shard(path: &Path) -> bool {
+    path.is_file() && path.extension().is_some_and(|e| e == "tar")
+}
+
+pub fn has_shards(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().any(|e| is_shard(&e.path())))
+        .unwrap_or(false)
+}
+
+pub fn list(path: &Path, into: &mut Listing) -> Result<(), String> {
+    let shards: Vec<PathBuf> = if path.is_dir() {
+        super::walk(path)?
+            .into_iter()
+            .filter(|p| is_shard(p))
+            .collect()
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for shard in shards {
+        if let Err(e) = list_shard(&shard, into) {
+            into.skipped.push((shard.display().to_string(), e));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Sample {
+    image: Option<(String, u64, u64)>,
+    text: Option<String>,
+    json: Option<String>,
+}
+
+fn list_shard(shard: &Path, into: &mut Listing) -> Result<(), String> {
+    let file = std::fs::File::open(shard).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(file);
+    let mut samples: BTreeMap<String, Sample> = BTreeMap::new();
+    let name = shard
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let entries = archive.entries_with_seek().map_err(|e| e.to_string())?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("damaged archive: {e}"))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let member = entry.path().map_err(|e| e.to_string())?.into_owned();
+        let file_name = member
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        // webdataset: the key is the path up to the first dot of the file name.
+        let Some((stem, ext)) = file_name.split_once('.') else {
+            continue;
+        };
+        let dir = member
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let key = if dir.is_empty() {
+            stem.to_string()
+        } else {
+            format!("{dir}/{stem}")
+        };
+        let ext = ext.to_ascii_lowercase();
+        let sample = samples.entry(key).or_default();
+        let size = entry.size();
+        if is_image(Path::new(&file_name)) {
+            sample.image = Some((file_name.clone(), entry.raw_file_position(), size));
+        } else if ext == "txt" || ext == "json" {
+            if size > CAPTION_LIMIT {
+                continue;
+            }
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .map_err(|e| format!("{file_name}: {e}"))?;
+            if ext == "txt" {
+                sample.text = Some(text);
+            } else {
+                sample.json = Some(text);
+            }
+        }
+    }
+    for (key, s) in samples {
+        let label = format!("{}:{key}", shard.display());
+        let Some((member, offset, size)) = s.image else {
+            into.skipped.push((label, "no image member".into()));
+            continue;
+        };
+        let caption = s.text.or_else(|| {
+            let v: Value = serde_json::from_str(s.json.as_deref()?).ok()?;
+            ["caption", "text", "prompt"]
+                .iter()
+                .find_map(|c| v[*c].as_str().map(String::from))
+        });
+        let caption = match caption {
+            Some(c) => c.trim().to_string(),
+            None => {
+                into.uncaptioned += 1;
+                String::new()
+            }
+        };
+        into.items.push(Item {
+            key: format!("{name}/{key}"),
+            label: format!("{}:{member}", shard.display()),
+            image: ImageBytes::Member(shard.to_path_buf(), offset, size),
+            caption,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Captions to token ids.
+
+pub mod tokenizer;
