@@ -1,39 +1,7 @@
 //! Rewrites checked against the reference libraries.
 
-use crate::util::{checkpoints_in, fixture, ldmkit, repo, stderr, stdout};
+use crate::util::{checkpoints_in, fixture, ldmkit, ok, py, python, s, stderr, stdout};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-/// The test venv's Python, when the environment names one (CI does).
-fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("LDMKIT_PYTHON")?;
-    Some(PathBuf::from(p))
-}
-
-fn py(script: &str, args: &[&str]) -> Option<Output> {
-    let python = python()?;
-    Some(
-        Command::new(python)
-            .arg(repo().join("tests/python").join(script))
-            .args(args)
-            .env("HF_HUB_OFFLINE", "1")
-            .output()
-            .expect("run python"),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed\nstdout: {}\nstderr: {}",
-        stdout(out),
-        stderr(out)
-    );
-}
 
 /// Run `ldmkit ARGS -o OUT`, asserting success.
 fn rewrite(args: &[&str], out: &Path) {

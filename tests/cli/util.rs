@@ -33,13 +33,9 @@ pub fn checkpoints_in(dir: &Path) -> Vec<PathBuf> {
 /// allocation or a hang fails the test instead of the machine.
 pub fn ldmkit(args: &[&str]) -> Output {
     let bin = env!("CARGO_BIN_EXE_ldmkit");
-    let mut script = String::from("ulimit -v 2000000; exec timeout 120 \"$0\"");
-    for i in 1..=args.len() {
-        script.push_str(&format!(" \"${i}\""));
-    }
     Command::new("sh")
         .arg("-c")
-        .arg(script)
+        .arg("ulimit -v 2000000; exec timeout 120 \"$0\" \"$@\"")
         .arg(bin)
         .args(args)
         .output()
@@ -59,4 +55,35 @@ pub fn inspect_json(path: &Path) -> serde_json::Value {
     let out = ldmkit(&["inspect", "--json", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
     serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
+}
+
+/// The test venv's Python, when the environment names one (CI does).
+pub fn python() -> Option<PathBuf> {
+    let p = std::env::var_os("LDMKIT_PYTHON")?;
+    Some(PathBuf::from(p))
+}
+
+pub fn py(script: &str, args: &[&str]) -> Option<Output> {
+    let python = python()?;
+    Some(
+        Command::new(python)
+            .arg(repo().join("tests/python").join(script))
+            .args(args)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .expect("run python"),
+    )
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+pub fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed\nstdout: {}\nstderr: {}",
+        stdout(out),
+        stderr(out)
+    );
 }

@@ -14,7 +14,7 @@ use crate::models::load::ModelFile;
 use crate::text::tokenizer::{ClipTokenizer, CONTEXT};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -244,7 +244,7 @@ fn write_extras(enc: &Encoders, prompts: &[String], path: &Path) -> Result<(), S
     if let Some(s) = &sample {
         tensors.push(("sample_prompts", s));
     }
-    let metadata = HashMap::from([(
+    let metadata = BTreeMap::from([(
         "sample_prompts".to_string(),
         serde_json::to_string(prompts).expect("json"),
     )]);

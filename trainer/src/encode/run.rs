@@ -13,7 +13,7 @@ use crate::data::{self, image, Item, Listing};
 use crate::models::encoders::Encoders;
 use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -69,16 +69,18 @@ pub fn run(job: &Job, enc: &Encoders, listing: Listing, base: Manifest) -> Resul
         .iter()
         .flat_map(|s| s.samples.iter().map(|i| i.key.clone()))
         .collect();
-    // (item index, mirrored) for every sample not yet in a shard.
-    let mut work: Vec<(usize, bool)> = Vec::new();
+    // (item index, the orientations not yet in a shard): one decode serves both.
+    let mut work: Vec<(usize, Vec<bool>)> = Vec::new();
+    let mut samples = 0;
     for (i, item) in listing.items.iter().enumerate() {
-        for mirror in [false, true] {
-            if mirror && !job.options.flip {
-                continue;
-            }
-            if !done.contains(&sample_key(item, mirror)) {
-                work.push((i, mirror));
-            }
+        let wanted: Vec<bool> = [false, true]
+            .into_iter()
+            .filter(|&mirror| !mirror || job.options.flip)
+            .filter(|&mirror| !done.contains(&sample_key(item, mirror)))
+            .collect();
+        if !wanted.is_empty() {
+            samples += wanted.len();
+            work.push((i, wanted));
         }
     }
     let already = done.len();
@@ -86,12 +88,12 @@ pub fn run(job: &Job, enc: &Encoders, listing: Listing, base: Manifest) -> Resul
         .options
         .buckets
         .then(|| buckets::buckets(job.options.resolution));
-    let bar = progress(work.len() as u64, job.quiet);
+    let bar = progress(samples as u64, job.quiet);
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
 
     let items = Arc::new(listing.items);
     let work = Arc::new(work);
-    let (tx, rx) = mpsc::sync_channel::<Result<Prepared, Skipped>>(4 * job.batch_size.max(8));
+    let (tx, rx) = mpsc::sync_channel::<Result<Vec<Prepared>, Skipped>>(4 * job.batch_size.max(8));
     let next = Arc::new(AtomicUsize::new(0));
     let mut threads = Vec::new();
     for _ in 0..job.workers.max(1) {
@@ -108,10 +110,10 @@ pub fn run(job: &Job, enc: &Encoders, listing: Listing, base: Manifest) -> Resul
                 return;
             }
             let at = next.fetch_add(1, Ordering::SeqCst);
-            let Some(&(i, mirror)) = work.get(at) else {
+            let Some((i, wanted)) = work.get(at) else {
                 return;
             };
-            let prepared = prepare(&items[i], mirror, resolution, sizes.as_deref());
+            let prepared = prepare(&items[*i], wanted, resolution, sizes.as_deref());
             if tx.send(prepared).is_err() {
                 return;
             }
@@ -135,31 +137,36 @@ pub fn run(job: &Job, enc: &Encoders, listing: Listing, base: Manifest) -> Resul
     };
     let mut failure = None;
     for prepared in rx {
-        bar.inc(1);
-        let p = match prepared {
+        let prepared = match prepared {
             Ok(p) => p,
             Err(s) => {
+                bar.inc(if job.options.flip { 2 } else { 1 });
                 bar.println(format!("skipped {}: {}", s.source, s.error));
                 skipped.push(s);
                 continue;
             }
         };
-        let size = p.size;
+        bar.inc(prepared.len() as u64);
+        let size = prepared[0].size;
         let bucket = pending.entry(size).or_default();
-        bucket.prepared.push(p);
+        bucket.prepared.extend(prepared);
         if bucket.prepared.len() >= job.batch_size {
+            let n = bucket.prepared.len();
             if let Err(e) = encode_batch(enc, bucket, &mut counts) {
                 failure = Some(e);
                 break;
             }
-            encoded += job.batch_size;
+            encoded += n;
         }
-        if bucket.infos.len() >= job.options.shard_size {
-            if let Err(e) = flush(out, size, bucket, &mut manifest) {
+        while bucket.infos.len() >= job.options.shard_size {
+            if let Err(e) = flush(out, size, bucket, job.options.shard_size, &mut manifest) {
                 failure = Some(e);
                 break;
             }
             manifest.write(out)?;
+        }
+        if failure.is_some() {
+            break;
         }
         if INTERRUPTED.load(Ordering::SeqCst) {
             break;
@@ -180,8 +187,8 @@ pub fn run(job: &Job, enc: &Encoders, listing: Listing, base: Manifest) -> Resul
             encode_batch(enc, bucket, &mut counts)?;
             encoded += n;
         }
-        if !bucket.infos.is_empty() {
-            flush(out, *size, bucket, &mut manifest)?;
+        while !bucket.infos.is_empty() {
+            flush(out, *size, bucket, job.options.shard_size, &mut manifest)?;
         }
     }
     bar.finish_and_clear();
@@ -217,12 +224,13 @@ fn sample_key(item: &Item, mirror: bool) -> String {
     }
 }
 
+/// Decode an item once and prepare each wanted orientation (`true` = mirrored).
 fn prepare(
     item: &Item,
-    mirror: bool,
+    wanted: &[bool],
     resolution: u32,
     sizes: Option<&[Size]>,
-) -> Result<Prepared, Skipped> {
+) -> Result<Vec<Prepared>, Skipped> {
     let skip = |error: String| Skipped {
         source: item.label.clone(),
         error,
@@ -238,13 +246,17 @@ fn prepare(
         },
     };
     let fitted = image::fit(&decoded, size);
-    Ok(Prepared {
-        key: sample_key(item, mirror),
-        size,
-        pixels: image::to_chw(&fitted, mirror),
-        caption: item.caption.clone(),
-        source_sha256: sha256_hex(&bytes),
-    })
+    let source_sha256 = sha256_hex(&bytes);
+    Ok(wanted
+        .iter()
+        .map(|&mirror| Prepared {
+            key: sample_key(item, mirror),
+            size,
+            pixels: image::to_chw(&fitted, mirror),
+            caption: item.caption.clone(),
+            source_sha256: source_sha256.clone(),
+        })
+        .collect())
 }
 
 /// Encode every prepared sample of a bucket (one batch) into its pending outputs.
@@ -274,26 +286,35 @@ fn encode_batch(enc: &Encoders, bucket: &mut Pending, counts: &mut Counts) -> Re
     Ok(())
 }
 
-/// Write a bucket's encoded samples as the next shard, and record it in the manifest.
+/// Write the first `limit` of a bucket's encoded samples as the next shard, and record it
+/// in the manifest; the rest stay pending.
 fn flush(
     out: &Path,
     size: Size,
     bucket: &mut Pending,
+    limit: usize,
     manifest: &mut Manifest,
 ) -> Result<(), String> {
-    let cat = |parts: &mut Vec<Tensor>| {
-        let parts = std::mem::take(parts);
-        Tensor::cat(&parts, 0).map_err(|e| e.to_string())
+    let n = bucket.infos.len().min(limit);
+    let e = |e: candle_core::Error| e.to_string();
+    let mut split = |parts: &mut Vec<Tensor>| -> Result<Tensor, String> {
+        let all = Tensor::cat(parts, 0).map_err(e)?;
+        let total = all.dim(0).map_err(e)?;
+        parts.clear();
+        if total > n {
+            parts.push(all.narrow(0, n, total - n).map_err(e)?);
+        }
+        all.narrow(0, 0, n).map_err(e)
     };
     let (mean, std, text) = (
-        cat(&mut bucket.means)?,
-        cat(&mut bucket.stds)?,
-        cat(&mut bucket.texts)?,
+        split(&mut bucket.means)?,
+        split(&mut bucket.stds)?,
+        split(&mut bucket.texts)?,
     );
-    let infos = std::mem::take(&mut bucket.infos);
+    let infos: Vec<(SampleInfo, String)> = bucket.infos.drain(..n).collect();
     let keys: Vec<&str> = infos.iter().map(|(i, _)| i.key.as_str()).collect();
     let captions: Vec<&str> = infos.iter().map(|(_, c)| c.as_str()).collect();
-    let metadata = HashMap::from([
+    let metadata = BTreeMap::from([
         (
             "keys".to_string(),
             serde_json::to_string(&keys).expect("json"),

@@ -3,8 +3,9 @@
 //! metadata `keys` and `captions` (JSON arrays, in sample order).
 
 use candle_core::{DType, Tensor};
+use ldmkit_core::plan::{execute, LazyTensor, MemSink};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Write `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
@@ -34,75 +35,56 @@ pub fn dtype(name: &str) -> Result<DType, String> {
     }
 }
 
-/// Serialise named tensors (on the CPU) with metadata to safetensors bytes.
+/// Serialise named tensors with metadata to safetensors bytes, through ldmkit-core's writer
+/// (the `safetensors` crate writes metadata in hash order; ours is sorted, so the same
+/// samples always give the same bytes and the same shard hash).
 pub fn serialize(
     tensors: &[(&str, &Tensor)],
-    metadata: HashMap<String, String>,
+    metadata: BTreeMap<String, String>,
 ) -> Result<Vec<u8>, String> {
-    let data: Vec<(String, Tensor)> = tensors
+    let lazy = tensors
         .iter()
-        .map(|(n, t)| {
+        .map(|(name, t)| {
+            let shape = t.dims().iter().map(|&d| d as u64).collect();
             Ok((
-                n.to_string(),
-                t.to_device(&candle_core::Device::Cpu)?.contiguous()?,
+                name.to_string(),
+                LazyTensor::constant(core_dtype(t.dtype())?, shape, raw(t)?),
             ))
         })
-        .collect::<candle_core::Result<_>>()
+        .collect::<Result<Vec<_>, String>>()?;
+    let plan = ldmkit_core::write::safetensors::safetensors(&lazy, &metadata)
         .map_err(|e| e.to_string())?;
-    let views: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
-    drop(views);
-    let bytes: Vec<(String, Vec<u8>, safetensors::Dtype, Vec<usize>)> = data
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), raw(t)?, st_dtype(t.dtype()), t.dims().to_vec())))
-        .collect::<Result<_, String>>()?;
-    let views = bytes
-        .iter()
-        .map(|(n, b, d, s)| {
-            safetensors::tensor::TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+    let mut sink = MemSink::default();
+    execute(&plan, &[], &mut sink, &mut |_, _| true).map_err(|e| e.to_string())?;
+    Ok(sink.0)
 }
 
-fn st_dtype(d: DType) -> safetensors::Dtype {
-    match d {
-        DType::F16 => safetensors::Dtype::F16,
-        DType::BF16 => safetensors::Dtype::BF16,
-        DType::F64 => safetensors::Dtype::F64,
-        _ => safetensors::Dtype::F32,
-    }
+fn core_dtype(d: DType) -> Result<ldmkit_core::DType, String> {
+    use ldmkit_core::DType as D;
+    Ok(match d {
+        DType::F32 => D::Float32,
+        DType::F16 => D::Float16,
+        DType::BF16 => D::BFloat16,
+        DType::F64 => D::Float64,
+        other => return Err(format!("cannot store {other:?} tensors")),
+    })
 }
 
+/// A tensor's bytes, little-endian, row-major.
 fn raw(t: &Tensor) -> Result<Vec<u8>, String> {
-    let t = t.flatten_all().map_err(|e| e.to_string())?;
+    let t = t
+        .to_device(&candle_core::Device::Cpu)
+        .and_then(|t| t.flatten_all())
+        .map_err(|e| e.to_string())?;
     let e = |e: candle_core::Error| e.to_string();
+    fn bytes<T: Copy, const N: usize>(v: Vec<T>, f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        v.into_iter().flat_map(f).collect()
+    }
     Ok(match t.dtype() {
-        DType::F16 => t
-            .to_vec1::<half::f16>()
-            .map_err(e)?
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        DType::BF16 => t
-            .to_vec1::<half::bf16>()
-            .map_err(e)?
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        DType::F64 => t
-            .to_vec1::<f64>()
-            .map_err(e)?
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        _ => t
-            .to_dtype(DType::F32)
-            .map_err(e)?
-            .to_vec1::<f32>()
-            .map_err(e)?
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
+        DType::F16 => bytes(t.to_vec1::<half::f16>().map_err(e)?, |v| v.to_le_bytes()),
+        DType::BF16 => bytes(t.to_vec1::<half::bf16>().map_err(e)?, |v| v.to_le_bytes()),
+        DType::F64 => bytes(t.to_vec1::<f64>().map_err(e)?, |v| v.to_le_bytes()),
+        DType::F32 => bytes(t.to_vec1::<f32>().map_err(e)?, |v| v.to_le_bytes()),
+        other => return Err(format!("cannot store {other:?} tensors")),
     })
 }

@@ -197,6 +197,9 @@ fn candle_dtype(dtype: ldmkit_core::DType) -> Result<DType, String> {
     })
 }
 
+/// Problems listed in full before the rest are counted.
+const MAX_LISTED: usize = 24;
+
 /// One component's tensors, handed to candle's `VarBuilder`; remembers every name a model
 /// asked for that was missing or had the wrong shape.
 pub struct Weights {
@@ -220,7 +223,11 @@ impl Weights {
         let built = make(VarBuilder::from_backend(backend, dtype, device.clone()));
         let problems = std::mem::take(&mut *found.lock().expect("not poisoned"));
         if !problems.is_empty() {
-            let shown: Vec<&str> = problems.iter().take(6).map(String::as_str).collect();
+            let shown: Vec<&str> = problems
+                .iter()
+                .take(MAX_LISTED)
+                .map(String::as_str)
+                .collect();
             return Err(format!(
                 "the {} does not fit this model: {} problem(s): {}{}",
                 part.describe(),

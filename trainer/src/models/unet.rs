@@ -98,3 +98,62 @@ impl Unet {
         self.inner.forward(latents, timestep, text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::load::{ModelFile, Part};
+    use candle_core::{DType, Device};
+    use std::path::Path;
+
+    /// The UNet built from the tiny SD 1.x fixture agrees with diffusers' on a batch of two
+    /// (classifier-free guidance's batch), when the test venv's Python is available.
+    #[test]
+    fn unet_matches_diffusers() {
+        let Some(python) = std::env::var_os("LDMKIT_PYTHON") else {
+            eprintln!("LDMKIT_PYTHON not set: diffusers comparison skipped");
+            return;
+        };
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let fixture = root.join("tests/fixtures/layouts/sd1_tiny_ldm.safetensors");
+        let model = ModelFile::open(&fixture).unwrap();
+        let config = UnetConfig::from_json(&model.config(Part::Unet).unwrap()).unwrap();
+        let dev = Device::Cpu;
+        let unet = model
+            .weights(Part::Unet, &[], DType::F32, &dev)
+            .unwrap()
+            .build(DType::F32, &dev, |vb| Unet::new(vb, config))
+            .unwrap();
+        let wave =
+            |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * f).sin()).collect() };
+        let latents = Tensor::from_vec(wave(2 * 4 * 16 * 16, 0.37), (2, 4, 16, 16), &dev).unwrap();
+        let text = Tensor::from_vec(wave(2 * 77 * 64, 0.11), (2, 77, 64), &dev).unwrap();
+        let timestep = 421.0;
+        let out = unet.forward(&latents, timestep, &text).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("unet.safetensors");
+        let t = Tensor::new(&[timestep as f32], &dev).unwrap();
+        let bytes = crate::encode::shards::serialize(
+            &[
+                ("latents", &latents),
+                ("text", &text),
+                ("timestep", &t),
+                ("noise_pred", &out),
+            ],
+            Default::default(),
+        )
+        .unwrap();
+        std::fs::write(&file, bytes).unwrap();
+        let status = std::process::Command::new(python)
+            .arg(root.join("tests/python/encode_ref.py"))
+            .arg("unet")
+            .arg(&file)
+            .arg("--model")
+            .arg(&fixture)
+            .arg("--config")
+            .arg(root.join("tests/fixtures/layouts/sd1_config.json"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "ldmkit's UNet differs from diffusers'");
+    }
+}
