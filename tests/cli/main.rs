@@ -10,7 +10,7 @@
 //!   safetensors, a graft resumes in Lightning, `convert` equals diffusers' own converters,
 //!   and `apply` equals every shortcut byte for byte. The Python checks run when
 //!   LDMKIT_PYTHON names the test venv's Python (CI sets it).
-//! - `pre_encode`: `pre-encode` on generated kohya / metadata.jsonl / webdataset data with
+//! - `trainer`: `pre-encode` on generated kohya / metadata.jsonl / webdataset data with
 //!   corrupt entries, resume, buckets, diffusers-folder models and broken models; latents and
 //!   text states equal diffusers / transformers (tests/python/encode_ref.py), and `tokenize`
 //!   equals transformers' CLIPTokenizer.
@@ -20,7 +20,7 @@
 mod hostile;
 mod inspect;
 mod interop;
-mod pre_encode;
 mod rewrite;
 mod scan;
+mod trainer;
 mod util;

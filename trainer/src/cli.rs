@@ -57,6 +57,12 @@ pub enum Command {
     PreEncode(PreEncodeArgs),
     /// Show how CLIP tokenizes captions (ids, tokens, whether they fit in 75 tokens).
     Tokenize(TokenizeArgs),
+    /// Draw images from a model (text encoder, UNet with DDIM and classifier-free guidance,
+    /// VAE decoder): a quick look at what a checkpoint does.
+    Sample(SampleArgs),
+    /// Time the VAE and text encoders alone (for bench/pre_encode_gpu.sh).
+    #[command(hide = true)]
+    BenchEncoders(BenchEncodersArgs),
 }
 
 /// Where and how a rewrite writes its result.
@@ -284,4 +290,67 @@ pub struct TokenizeArgs {
     /// Print ids as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchEncodersArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    /// Comma-separated compute precisions to time.
+    #[arg(long, default_value = "f32,bf16")]
+    pub precision: String,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 64)]
+    pub text_batch: usize,
+    #[arg(long, default_value_t = 512)]
+    pub resolution: usize,
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// The model: an LDM-layout .ckpt/.safetensors or a diffusers folder.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// CLIP tokenizer (tokenizer.json, or a folder with vocab.json + merges.txt). Default:
+    /// the model folder's tokenizer/.
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
+    /// Prompts; one image each.
+    #[arg(long, num_args = 1.., required = true)]
+    pub prompt: Vec<String>,
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    #[arg(long, default_value_t = 25)]
+    pub steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 512)]
+    pub width: usize,
+    #[arg(long, default_value_t = 512)]
+    pub height: usize,
+    /// Text encoder layer, counted as A1111 does: 1 = last, 2 = penultimate.
+    #[arg(long, default_value_t = 1)]
+    pub clip_skip: usize,
+    /// Output PNG; with several prompts, NAME-1.png, NAME-2.png, ...
+    #[arg(short, long, value_name = "PNG")]
+    pub output: PathBuf,
+    /// auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// f32, bf16, f16 (GPU only for the last two).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
 }

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         cli::Command::Stats(a) => cmd::stats::run(&a),
         cli::Command::PreEncode(a) => cmd::pre_encode::run(&a),
         cli::Command::Tokenize(a) => cmd::tokenize::run(&a),
+        cli::Command::Sample(a) => cmd::sample::run(&a),
+        cli::Command::BenchEncoders(a) => cmd::bench_encoders::run(&a),
     };
     ExitCode::from(code)
 }

@@ -1,10 +1,12 @@
 //! One module per subcommand; each returns the process exit code.
 
+pub mod bench_encoders;
 pub mod diff;
 pub mod inputs;
 pub mod inspect;
 pub mod pre_encode;
 mod rewrite;
+pub mod sample;
 pub mod scan;
 pub mod shortcuts;
 pub mod stats;

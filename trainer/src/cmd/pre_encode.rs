@@ -51,7 +51,7 @@ fn go(a: &PreEncodeArgs) -> Result<u8, Failure> {
         ));
     }
     let device = device::pick(&a.device).map_err(arg)?;
-    let compute = device::compute_dtype(&a.precision).map_err(arg)?;
+    let compute = device::compute_dtype(&a.precision, &device).map_err(arg)?;
     let store = shards::dtype(&a.dtype).map_err(arg)?;
 
     let model = ModelFile::open(&a.model).map_err(at(&a.model))?;

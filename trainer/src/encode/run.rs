@@ -296,8 +296,8 @@ fn flush(
     manifest: &mut Manifest,
 ) -> Result<(), String> {
     let n = bucket.infos.len().min(limit);
-    let e = |e: candle_core::Error| e.to_string();
-    let mut split = |parts: &mut Vec<Tensor>| -> Result<Tensor, String> {
+    let e = crate::models::one_line;
+    let split = |parts: &mut Vec<Tensor>| -> Result<Tensor, String> {
         let all = Tensor::cat(parts, 0).map_err(e)?;
         let total = all.dim(0).map_err(e)?;
         parts.clear();

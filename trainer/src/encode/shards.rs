@@ -75,8 +75,8 @@ fn raw(t: &Tensor) -> Result<Vec<u8>, String> {
     let t = t
         .to_device(&candle_core::Device::Cpu)
         .and_then(|t| t.flatten_all())
-        .map_err(|e| e.to_string())?;
-    let e = |e: candle_core::Error| e.to_string();
+        .map_err(crate::models::one_line)?;
+    let e = crate::models::one_line;
     fn bytes<T: Copy, const N: usize>(v: Vec<T>, f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
         v.into_iter().flat_map(f).collect()
     }

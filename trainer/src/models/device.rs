@@ -33,14 +33,21 @@ pub fn pick(name: &str) -> Result<Device, String> {
     }
 }
 
-/// `--precision`: the dtype models compute in.
-pub fn compute_dtype(name: &str) -> Result<DType, String> {
-    match name {
-        "f32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        "f16" => Ok(DType::F16),
-        other => Err(format!("unknown precision '{other}' (f32, bf16, f16)")),
+/// `--precision`: the dtype models compute in on `device` (candle's CPU convolutions are
+/// f32 only).
+pub fn compute_dtype(name: &str, device: &Device) -> Result<DType, String> {
+    let dtype = match name {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        "f16" => DType::F16,
+        other => return Err(format!("unknown precision '{other}' (f32, bf16, f16)")),
+    };
+    if dtype != DType::F32 && device.is_cpu() {
+        return Err(format!(
+            "--precision {name} needs a GPU; on the CPU use f32"
+        ));
     }
+    Ok(dtype)
 }
 
 pub fn describe(device: &Device) -> &'static str {

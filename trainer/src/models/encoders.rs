@@ -19,9 +19,7 @@ pub struct Encoders {
     pub clip_skip: usize,
 }
 
-fn err(e: candle_core::Error) -> String {
-    e.to_string()
-}
+use super::one_line as err;
 
 impl Encoders {
     pub fn load(

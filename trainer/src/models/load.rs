@@ -170,7 +170,7 @@ impl ModelFile {
                 Tensor::from_raw_buffer(&buf, candle_dtype(t.dtype)?, &shape, &Device::Cpu)
                     .and_then(|t| t.to_dtype(dtype))
                     .and_then(|t| t.to_device(device))
-                    .map_err(|e| err(e.to_string()))?;
+                    .map_err(|e| err(super::one_line(e)))?;
             tensors.insert(name.to_string(), tensor);
         }
         if tensors.is_empty() {
@@ -240,7 +240,7 @@ impl Weights {
                 }
             ));
         }
-        built.map_err(|e| format!("building the {}: {e}", part.describe()))
+        built.map_err(|e| format!("building the {}: {}", part.describe(), super::one_line(e)))
     }
 }
 

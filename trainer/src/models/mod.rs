@@ -4,5 +4,12 @@ pub mod clip;
 pub mod device;
 pub mod encoders;
 pub mod load;
+pub mod sampler;
 pub mod unet;
 pub mod vae_encoder;
+
+/// A candle error as one line: candle appends a backtrace when `RUST_BACKTRACE` is set, and
+/// our errors are one line naming the file.
+pub fn one_line(e: candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or("").to_string()
+}

@@ -130,19 +130,20 @@ fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> Result<Tokenizer, Strin
     let (Some(start), Some(end)) = (start, end) else {
         return Err(format!("{}: no {START} / {END} tokens", vocab.display()));
     };
-    let regex = |p: &str| p.to_string();
+    let show = |e: tokenizers::Error| format!("{}: {e}", vocab.display());
     let mut t = Tokenizer::new(bpe);
     t.with_normalizer(Some(Normalizers::new(vec![
         BertNormalizer::new(true, true, Some(false), true).into(),
         NFC.into(),
         Replace::new(
-            tokenizers::normalizers::replace::ReplacePattern::Regex(regex(r"\s+")),
+            tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()),
             " ",
         )
         .map_err(|e| e.to_string())?
         .into(),
         Lowercase.into(),
-    ])));
+    ])))
+    .map_err(show)?;
     t.with_pre_tokenizer(Some(PreTokenizers::new(vec![
         Split::new(
             SplitPattern::Regex(WORDS.into()),
@@ -159,7 +160,8 @@ fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> Result<Tokenizer, Strin
             .trim_offsets(false)
             .add_prefix_space(false),
     ));
-    t.add_special_tokens(&[AddedToken::from(START, true), AddedToken::from(END, true)]);
+    t.add_special_tokens([AddedToken::from(START, true), AddedToken::from(END, true)])
+        .map_err(show)?;
     Ok(t)
 }
 

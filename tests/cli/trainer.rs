@@ -1,4 +1,4 @@
-//! `ldmkit pre-encode` and `ldmkit tokenize` end to end on the tiny SD 1.x fixture (made by
+//! `ldmkit pre-encode`, `tokenize` and `sample` end to end on the tiny SD 1.x fixture (made by
 //! real diffusers/transformers) and generated datasets in all three layouts, checked against
 //! diffusers / transformers by tests/python/encode_ref.py when LDMKIT_PYTHON is set.
 
@@ -528,4 +528,54 @@ fn tokenize_matches_transformers_clip_tokenizer() {
             ok(&r, &format!("encode_ref.py tokens ({name})"));
         }
     }
+}
+
+#[test]
+fn sample_draws_reproducible_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, tok) = (model(), tokenizer());
+    let draw = |seed: &str, out: &Path| {
+        ldmkit(&[
+            "sample",
+            "-q",
+            "--model",
+            s(&m),
+            "--tokenizer",
+            s(&tok),
+            "--prompt",
+            "a photo of a cat",
+            "--width",
+            "64",
+            "--height",
+            "128",
+            "--steps",
+            "3",
+            "--seed",
+            seed,
+            "-o",
+            s(out),
+        ])
+    };
+    let (a, b, c) = (
+        dir.path().join("a.png"),
+        dir.path().join("b.png"),
+        dir.path().join("c.png"),
+    );
+    ok(&draw("7", &a), "sample");
+    ok(&draw("7", &b), "sample again");
+    ok(&draw("8", &c), "sample, another seed");
+    let img = image::open(&a).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 128));
+    assert!(
+        fs::read(&a).unwrap() == fs::read(&b).unwrap(),
+        "same seed, same image"
+    );
+    assert!(
+        fs::read(&a).unwrap() != fs::read(&c).unwrap(),
+        "another seed, another image"
+    );
+    // A single file has no tokenizer: one line naming the model.
+    let o = ldmkit(&["sample", "--model", s(&m), "--prompt", "x", "-o", s(&a)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("holds no tokenizer"), "{}", stderr(&o));
 }

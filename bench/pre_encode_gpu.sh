@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Pre-encoding on the GPU test machine: ldmkit's VAE encode images/s at 512² and CLIP
+# texts/s, against PyTorch (diffusers VAE, transformers CLIP) in the same device call, plus
+# `ldmkit pre-encode` end to end on 512 JPEGs. Results go to $OUT (bench/results/ keeps a
+# copy with the machine they came from).
+#
+# Here (builds the CUDA binary, ../shared/CUDA.md; fetches the diffusers wheel):
+#   bench/pre_encode_gpu.sh prepare
+# On the device (run from the repo root, carrying .bin and .whl):
+#   bash bench/pre_encode_gpu.sh run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+case "${1:-}" in
+prepare)
+    eval "$(../shared/tools/cuda-toolchain.sh env)"
+    CARGO_TARGET_DIR="${CUDA_TARGET_DIR:-../target-cuda}" cargo build --release -p ldmkit --features cuda
+    mkdir -p .bin
+    xz -6 -T2 -c "${CUDA_TARGET_DIR:-../target-cuda}/release/ldmkit" > .bin/ldmkit.xz
+    [ -f .whl/diffusers-0.42.1-py3-none-any.whl ] || python3 -m pip download --no-deps --only-binary=:all: \
+        --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 -d .whl diffusers==0.42.1
+    echo "carry: .bin .whl"
+    ;;
+run)
+    out="${OUT:-/tmp/bench-out}"; mkdir -p "$out"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+    export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib:/usr/local/nvidia/lib64
+    xz -dc .bin/ldmkit.xz > /tmp/ldmkit && chmod +x /tmp/ldmkit
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+    model=/tmp/sd15-encoders data=/tmp/jpegs
+    python3 bench/torch_encode.py make-model "$model"
+    cp -r tests/fixtures/tokenizer "$model/tokenizer"
+    python3 bench/torch_encode.py images "$data" 512
+    # Both implementations, one after the other, on the same card.
+    python3 bench/torch_encode.py bench "$model" | tee "$out/encoders.jsonl"
+    /tmp/ldmkit bench-encoders --model "$model" --tokenizer "$model/tokenizer" --device cuda \
+        --precision f32,bf16 | tee -a "$out/encoders.jsonl"
+    for p in f32 bf16; do
+        rm -rf "/tmp/enc-$p"
+        start=$(date +%s.%N)
+        /tmp/ldmkit pre-encode -q --model "$model" --data "$data" --out "/tmp/enc-$p" \
+            --device cuda --precision "$p" --batch-size 8
+        end=$(date +%s.%N)
+        python3 -c "import json,sys; n=512; s=$end-$start; print(json.dumps({'impl':'ldmkit pre-encode','precision':'$p','images':n,'seconds':s,'images_per_s':n/s}))" \
+            | tee -a "$out/end_to_end.jsonl"
+    done
+    cp /tmp/enc-bf16/manifest.json "$out/manifest-bf16.json"
+    ;;
+*)
+    sed -n 2,12p "$0"; exit 2 ;;
+esac
