@@ -327,6 +327,9 @@ pub struct SampleArgs {
     pub prompt: Vec<String>,
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
+    /// Use a training checkpoint's EMA weights (model_ema.*) for the UNet.
+    #[arg(long)]
+    pub ema: bool,
     #[arg(long, default_value_t = 25)]
     pub steps: usize,
     /// Classifier-free guidance scale.

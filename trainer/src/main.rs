@@ -16,6 +16,12 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends quietly, as other Unix tools do, instead of a panic.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = cli::Cli::parse();
     let code = match args.command {
         cli::Command::Inspect(a) => cmd::inspect::run(&a),

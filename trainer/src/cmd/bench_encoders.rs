@@ -45,7 +45,7 @@ fn timed(
 
 fn go(a: &BenchEncodersArgs) -> Result<(), String> {
     let dev = device::pick(&a.device)?;
-    let model = ModelFile::open(&a.model)?;
+    let model = ModelFile::open(&a.model, false)?;
     let tokenizer = ClipTokenizer::load(&a.tokenizer)?;
     for precision in a.precision.split(',') {
         let dtype = device::compute_dtype(precision, &dev)?;

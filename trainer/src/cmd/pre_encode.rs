@@ -54,7 +54,7 @@ fn go(a: &PreEncodeArgs) -> Result<u8, Failure> {
     let compute = device::compute_dtype(&a.precision, &device).map_err(arg)?;
     let store = shards::dtype(&a.dtype).map_err(arg)?;
 
-    let model = ModelFile::open(&a.model).map_err(at(&a.model))?;
+    let model = ModelFile::open(&a.model, false).map_err(at(&a.model))?;
     let tokenizer_path = match &a.tokenizer {
         Some(t) => t.clone(),
         None if a.model.join("tokenizer").is_dir() => a.model.join("tokenizer"),

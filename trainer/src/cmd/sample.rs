@@ -39,7 +39,7 @@ fn go(a: &SampleArgs) -> Result<(), (PathBuf, String)> {
     }
     let device = device::pick(&a.device).map_err(arg)?;
     let dtype = device::compute_dtype(&a.precision, &device).map_err(arg)?;
-    let model = ModelFile::open(&a.model).map_err(|e| (a.model.clone(), e))?;
+    let model = ModelFile::open(&a.model, a.ema).map_err(|e| (a.model.clone(), e))?;
     let tokenizer_path = match &a.tokenizer {
         Some(t) => t.clone(),
         None if a.model.join("tokenizer").is_dir() => a.model.join("tokenizer"),

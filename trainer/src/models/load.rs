@@ -13,7 +13,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use indexmap::IndexMap;
 use ldmkit_core::layout::{self, config};
-use ldmkit_core::ops::{Inputs, Working, DIFFUSERS_WEIGHT_FILES};
+use ldmkit_core::ops::{apply_ema, EmaMode, Inputs, Working, DIFFUSERS_WEIGHT_FILES};
 use ldmkit_core::plan::{ElementReader, LazyTensor};
 use ldmkit_core::recipe::Layout;
 use ldmkit_core::source::SharedSource;
@@ -56,9 +56,10 @@ impl Part {
 }
 
 impl ModelFile {
-    /// Open a checkpoint file or a diffusers folder. Errors are one line, without the path
-    /// (callers name the file).
-    pub fn open(path: &Path) -> Result<ModelFile, String> {
+    /// Open a checkpoint file or a diffusers folder. With `ema`, a training checkpoint's
+    /// LitEma weights replace the UNet's. Errors are one line, without the path (callers
+    /// name the file).
+    pub fn open(path: &Path, ema: bool) -> Result<ModelFile, String> {
         let mut inputs = Inputs::new();
         let input = open_input(path, &mut inputs).map_err(|(file, e)| {
             if file == path {
@@ -68,6 +69,12 @@ impl ModelFile {
             }
         })?;
         let mut work = inputs.working(&input).map_err(|e| e.to_string())?;
+        if ema {
+            let swapped = apply_ema(&mut work, EmaMode::Use).map_err(|e| e.to_string())?;
+            if swapped == 0 {
+                return Err("has no EMA weights (model_ema.*) to use".into());
+            }
+        }
         layout::convert(&mut work, Layout::Diffusers).map_err(|e| e.to_string())?;
         if work
             .state_dict

@@ -116,7 +116,7 @@ mod tests {
         };
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let fixture = root.join("tests/fixtures/layouts/sd1_tiny_ldm.safetensors");
-        let model = ModelFile::open(&fixture).unwrap();
+        let model = ModelFile::open(&fixture, false).unwrap();
         let config = UnetConfig::from_json(&model.config(Part::Unet).unwrap()).unwrap();
         let dev = Device::Cpu;
         let unet = model

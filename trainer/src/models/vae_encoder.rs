@@ -44,7 +44,7 @@ impl VaeConfig {
                     .collect::<Vec<_>>()
             })
             .filter(|v| !v.is_empty())
-            .ok_or("VAE config has no 'block_out_channels'")?;
+            .ok_or("the VAE has no encoder blocks (encoder.down_blocks.*)")?;
         Ok(VaeConfig {
             in_channels: n("in_channels", Some(3))?,
             block_out_channels: channels,
