@@ -330,6 +330,9 @@ pub struct SampleArgs {
     /// Use a training checkpoint's EMA weights (model_ema.*) for the UNet.
     #[arg(long)]
     pub ema: bool,
+    /// What the UNet predicts: epsilon (SD 1.x, SD 2.x base) or v (SD 2.x 768-v models).
+    #[arg(long, default_value = "epsilon", value_parser = ["epsilon", "v"])]
+    pub prediction: String,
     #[arg(long, default_value_t = 25)]
     pub steps: usize,
     /// Classifier-free guidance scale.

@@ -18,6 +18,11 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// SDXL trains at 1024; 4096 leaves room and keeps every pixel count far from overflow.
+const MAX_RESOLUTION: u32 = 4096;
+/// Decoding threads at most (each may hold a large photo while it decodes).
+const MAX_WORKERS: usize = 32;
+
 /// Exit code when Ctrl-C stopped the run (what was encoded is kept).
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -39,9 +44,9 @@ fn at(path: &Path) -> impl Fn(String) -> Failure + '_ {
 
 fn go(a: &PreEncodeArgs) -> Result<u8, Failure> {
     let arg = |e: String| (PathBuf::from("pre-encode"), e);
-    if a.resolution == 0 || a.resolution % 64 != 0 {
+    if a.resolution == 0 || a.resolution % 64 != 0 || a.resolution > MAX_RESOLUTION {
         return Err(arg(format!(
-            "--resolution {} is not a multiple of 64",
+            "--resolution {} is not a multiple of 64 up to {MAX_RESOLUTION}",
             a.resolution
         )));
     }
@@ -76,9 +81,10 @@ fn go(a: &PreEncodeArgs) -> Result<u8, Failure> {
         out: a.out.clone(),
         caption_column: a.caption_column.clone(),
         batch_size: a.batch_size,
-        workers: a.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 16))
-        }),
+        workers: a
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().min(16)))
+            .clamp(1, MAX_WORKERS),
         options: manifest::Options {
             resolution: a.resolution,
             buckets: a.buckets,
@@ -111,8 +117,12 @@ fn go(a: &PreEncodeArgs) -> Result<u8, Failure> {
     std::fs::create_dir_all(&a.out).map_err(|e| (a.out.clone(), e.to_string()))?;
     run::sweep(&a.out);
     let existing = Manifest::read(&a.out).map_err(arg)?;
+    let tokenizer_info = HashedFile {
+        path: tokenizer_path.display().to_string(),
+        sha256: hash_tokenizer(&tokenizer_path),
+    };
     if let Some(m) = &existing {
-        if let Some(why) = m.conflict(&model_info, &job.options) {
+        if let Some(why) = m.conflict(&model_info, &tokenizer_info, &job.options) {
             return Err((a.out.clone(), why));
         }
     }
@@ -127,10 +137,7 @@ fn go(a: &PreEncodeArgs) -> Result<u8, Failure> {
         format: manifest::FORMAT.into(),
         version: 1,
         model: model_info.clone(),
-        tokenizer: HashedFile {
-            path: tokenizer_path.display().to_string(),
-            sha256: String::new(),
-        },
+        tokenizer: tokenizer_info.clone(),
         options: job.options.clone(),
         latents: LatentInfo {
             channels: vae.latent_channels,
@@ -153,7 +160,6 @@ fn go(a: &PreEncodeArgs) -> Result<u8, Failure> {
         extras: extras.into(),
     });
     let mut base = base;
-    base.tokenizer.sha256 = hash_tokenizer(&tokenizer_path);
     base.sources = listing
         .sources
         .iter()
@@ -290,11 +296,17 @@ fn hash_files(files: &[PathBuf], quiet: bool) -> Result<String, String> {
 
 fn hash_tokenizer(path: &Path) -> String {
     let files: Vec<PathBuf> = if path.is_dir() {
-        ["tokenizer.json", "vocab.json", "merges.txt"]
-            .iter()
-            .map(|f| path.join(f))
-            .filter(|f| f.is_file())
-            .collect()
+        [
+            "tokenizer.json",
+            "vocab.json",
+            "merges.txt",
+            "special_tokens_map.json",
+            "tokenizer_config.json",
+        ]
+        .iter()
+        .map(|f| path.join(f))
+        .filter(|f| f.is_file())
+        .collect()
     } else {
         vec![path.to_path_buf()]
     };

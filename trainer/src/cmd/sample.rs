@@ -75,6 +75,7 @@ fn go(a: &SampleArgs) -> Result<(), (PathBuf, String)> {
             steps: a.steps,
             guidance: a.guidance,
             seed: a.seed + i as u64,
+            v_prediction: a.prediction == "v",
         };
         let base = bar.position();
         let pixels = sampler

@@ -4,6 +4,7 @@
 //!
 //! Resizing uses a triangle (bilinear) filter with the support widened when shrinking, which
 //! is what torchvision's `Resize` (antialiased bilinear, diffusers' training scripts) does.
+//! Images more elongated than 1:[`MAX_ASPECT`] are refused: no crop of them is a picture.
 
 use super::buckets::Size;
 use image::imageops::FilterType;
@@ -13,6 +14,9 @@ use std::io::Cursor;
 /// Pixels an image may decode to (a 16k × 16k photo is allowed; a decompression bomb is not).
 const MAX_PIXELS: u32 = 16_384;
 const MAX_DECODE_BYTES: u64 = 1 << 30;
+
+/// The most elongated image accepted (a panorama at 1:8 is fine; a 1-pixel strip is not).
+pub const MAX_ASPECT: u32 = 16;
 
 /// Decode bytes to RGB, applying EXIF orientation.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, String> {
@@ -30,31 +34,37 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, String> {
     if let Some(o) = orientation {
         image.apply_orientation(o);
     }
+    let (w, h) = (image.width().max(1), image.height().max(1));
+    if w.max(h) / w.min(h) > MAX_ASPECT {
+        return Err(format!("{w}x{h} is more elongated than 1:{MAX_ASPECT}"));
+    }
     Ok(image.to_rgb8())
 }
 
-/// Resize to cover `size`, then crop the centre.
+/// Crop the centre to `size`'s aspect ratio, then resize to `size` (the same pixels as
+/// resizing to cover and cropping, without ever holding the enlarged image: a 1×16384 strip
+/// would otherwise become gigabytes).
 pub fn fit(image: &RgbImage, size: Size) -> RgbImage {
     let (w, h) = image.dimensions();
     if (w, h) == (size.width, size.height) {
         return image.clone();
     }
     let scale = (size.width as f64 / w as f64).max(size.height as f64 / h as f64);
-    let rw = ((w as f64 * scale).round() as u32).max(size.width);
-    let rh = ((h as f64 * scale).round() as u32).max(size.height);
-    let resized = image::imageops::resize(image, rw, rh, FilterType::Triangle);
-    let (x, y) = ((rw - size.width) / 2, (rh - size.height) / 2);
-    image::imageops::crop_imm(&resized, x, y, size.width, size.height).to_image()
+    let cw = ((size.width as f64 / scale).round() as u32).clamp(1, w);
+    let ch = ((size.height as f64 / scale).round() as u32).clamp(1, h);
+    let cropped = image::imageops::crop_imm(image, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image();
+    image::imageops::resize(&cropped, size.width, size.height, FilterType::Triangle)
 }
 
 /// `[3, H, W]` floats in [-1, 1], row-major, optionally mirrored left to right.
 pub fn to_chw(image: &RgbImage, mirror: bool) -> Vec<f32> {
-    let (w, h) = image.dimensions();
-    let plane = (w * h) as usize;
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let plane = w * h;
     let mut out = vec![0f32; 3 * plane];
     for (x, y, p) in image.enumerate_pixels() {
+        let (x, y) = (x as usize, y as usize);
         let x = if mirror { w - 1 - x } else { x };
-        let at = (y * w + x) as usize;
+        let at = y * w + x;
         for c in 0..3 {
             out[c * plane + at] = p[c] as f32 / 127.5 - 1.0;
         }

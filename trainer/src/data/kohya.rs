@@ -1,7 +1,7 @@
 //! kohya's image folder: `name.png` beside `name.txt` (or `name.caption`), in any subfolder
 //! (kohya's `10_subject` repeat folders included; repeats are a training-time matter).
 
-use super::{is_image, key_of, walk, ImageBytes, Item, Listing};
+use super::{is_image, key_of, read_caption, walk, ImageBytes, Item, Listing};
 use std::path::Path;
 
 pub fn list(root: &Path, into: &mut Listing) -> Result<(), String> {
@@ -14,9 +14,13 @@ pub fn list(root: &Path, into: &mut Listing) -> Result<(), String> {
             .map(|ext| file.with_extension(ext))
             .find(|p| p.is_file());
         let caption = match caption {
-            Some(p) => std::fs::read(&p)
-                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-                .map_err(|e| format!("{}: {e}", p.display()))?,
+            Some(p) => match read_caption(&p) {
+                Ok(c) => c,
+                Err(e) => {
+                    into.skipped.push((file.display().to_string(), e));
+                    continue;
+                }
+            },
             None => {
                 into.uncaptioned += 1;
                 String::new()

@@ -110,13 +110,16 @@ pub fn list(paths: &[PathBuf], caption_column: Option<&str>) -> Result<Listing, 
         };
         all.sources.push((path.clone(), kind));
     }
+    // A key listed twice (a metadata.jsonl row repeated, a dataset given twice) is encoded
+    // once; the repeats are reported.
     let mut seen = std::collections::HashSet::new();
-    for item in &all.items {
-        if !seen.insert(item.key.as_str()) {
-            return Err(format!(
-                "{}: two --data paths hold the same image key; give each dataset once",
-                item.label
-            ));
+    let items = std::mem::take(&mut all.items);
+    for item in items {
+        if seen.insert(item.key.clone()) {
+            all.items.push(item);
+        } else {
+            all.skipped
+                .push((item.label, "listed twice; encoded once".into()));
         }
     }
     Ok(all)
@@ -133,6 +136,32 @@ pub fn key_of(root: &Path, file: &Path) -> String {
     format!("{name}/{}", rel.to_string_lossy().replace('\\', "/"))
 }
 
+const MAX_DEPTH: usize = 32;
+
+fn depth(path: &Path, root: &Path) -> usize {
+    path.strip_prefix(root)
+        .map_or(0, |r| r.components().count())
+}
+
+/// Caption files larger than this are not captions.
+pub const CAPTION_LIMIT: u64 = 1 << 20;
+
+/// A caption file's text (lossy UTF-8, trimmed), refusing files over [`CAPTION_LIMIT`].
+pub fn read_caption(path: &Path) -> Result<String, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if size > CAPTION_LIMIT {
+        return Err(format!(
+            "{}: {size} bytes is too large for a caption",
+            path.display()
+        ));
+    }
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Files under `root`, recursively, sorted (stable order across runs and machines).
 pub fn walk(root: &Path) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
@@ -141,10 +170,14 @@ pub fn walk(root: &Path) -> Result<Vec<PathBuf>, String> {
         let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for entry in entries.flatten() {
             let path = entry.path();
-            let hidden = entry.file_name().to_string_lossy().starts_with('.');
-            match entry.file_type() {
-                Ok(t) if t.is_dir() && !hidden => stack.push(path),
-                Ok(t) if t.is_file() && !hidden => out.push(path),
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            // Follows symbolic links (datasets are often assembled from links); a link
+            // cycle ends at the depth limit.
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() && depth(&path, root) < MAX_DEPTH => stack.push(path),
+                Ok(m) if m.is_file() => out.push(path),
                 _ => {}
             }
         }

@@ -4,14 +4,11 @@
 //! Only headers are read while listing (the archive is walked with seeks); image bytes are
 //! read later from their recorded offsets, and caption members (small) at listing time.
 
-use super::{is_image, ImageBytes, Item, Listing};
+use super::{key_of, ImageBytes, Item, Listing, CAPTION_LIMIT, IMAGE_EXTENSIONS};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-
-/// Caption members larger than this are not captions.
-const CAPTION_LIMIT: u64 = 1 << 20;
 
 pub fn is_shard(path: &Path) -> bool {
     path.is_file() && path.extension().is_some_and(|e| e == "tar")
@@ -33,7 +30,17 @@ pub fn list(path: &Path, into: &mut Listing) -> Result<(), String> {
         vec![path.to_path_buf()]
     };
     for shard in shards {
-        if let Err(e) = list_shard(&shard, into) {
+        // Keys name the shard by its path under the --data folder (or its file name).
+        let name = if path.is_dir() {
+            key_of(path, &shard)
+        } else {
+            shard
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        };
+        if let Err(e) = list_shard(&shard, &name, into) {
             into.skipped.push((shard.display().to_string(), e));
         }
     }
@@ -47,15 +54,10 @@ struct Sample {
     json: Option<String>,
 }
 
-fn list_shard(shard: &Path, into: &mut Listing) -> Result<(), String> {
+fn list_shard(shard: &Path, name: &str, into: &mut Listing) -> Result<(), String> {
     let file = std::fs::File::open(shard).map_err(|e| e.to_string())?;
     let mut archive = tar::Archive::new(file);
     let mut samples: BTreeMap<String, Sample> = BTreeMap::new();
-    let name = shard
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
     let entries = archive.entries_with_seek().map_err(|e| e.to_string())?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("damaged archive: {e}"))?;
@@ -84,16 +86,18 @@ fn list_shard(shard: &Path, into: &mut Listing) -> Result<(), String> {
         let ext = ext.to_ascii_lowercase();
         let sample = samples.entry(key).or_default();
         let size = entry.size();
-        if is_image(Path::new(&file_name)) {
+        // The whole extension decides (`000.mask.png` is not the sample's image).
+        if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
             sample.image = Some((file_name.clone(), entry.raw_file_position(), size));
         } else if ext == "txt" || ext == "json" {
             if size > CAPTION_LIMIT {
                 continue;
             }
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             entry
-                .read_to_string(&mut text)
+                .read_to_end(&mut bytes)
                 .map_err(|e| format!("{file_name}: {e}"))?;
+            let text = String::from_utf8_lossy(&bytes).into_owned();
             if ext == "txt" {
                 sample.text = Some(text);
             } else {

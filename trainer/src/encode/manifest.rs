@@ -145,11 +145,22 @@ impl Manifest {
     }
 
     /// Why a re-run with `other` settings cannot continue this folder, if it cannot.
-    pub fn conflict(&self, model: &ModelInfo, options: &Options) -> Option<String> {
+    pub fn conflict(
+        &self,
+        model: &ModelInfo,
+        tokenizer: &HashedFile,
+        options: &Options,
+    ) -> Option<String> {
         if self.model.sha256 != model.sha256 {
             return Some(format!(
                 "was encoded with another model ({}); use a new --out",
                 self.model.path
+            ));
+        }
+        if self.tokenizer.sha256 != tokenizer.sha256 {
+            return Some(format!(
+                "was encoded with another tokenizer ({}); use a new --out",
+                self.tokenizer.path
             ));
         }
         if &self.options != options {

@@ -89,11 +89,20 @@ pub fn run(job: &Job, enc: &Encoders, listing: Listing, base: Manifest) -> Resul
         .buckets
         .then(|| buckets::buckets(job.options.resolution));
     let bar = progress(samples as u64, job.quiet);
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    // The first Ctrl-C stops after the current batch and keeps what was encoded; a second
+    // exits at once (every file is written atomically, so nothing is left half-written).
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
 
     let items = Arc::new(listing.items);
     let work = Arc::new(work);
-    let (tx, rx) = mpsc::sync_channel::<Result<Vec<Prepared>, Skipped>>(4 * job.batch_size.max(8));
+    // Room for one batch plus a little per worker: decoded images wait here, so the bound
+    // is the memory bound.
+    let (tx, rx) =
+        mpsc::sync_channel::<(usize, Result<Vec<Prepared>, Skipped>)>(job.batch_size + job.workers);
     let next = Arc::new(AtomicUsize::new(0));
     let mut threads = Vec::new();
     for _ in 0..job.workers.max(1) {
@@ -105,7 +114,7 @@ pub fn run(job: &Job, enc: &Encoders, listing: Listing, base: Manifest) -> Resul
             sizes.clone(),
         );
         let resolution = job.options.resolution;
-        threads.push(std::thread::spawn(move || loop {
+        let worker = move || loop {
             if INTERRUPTED.load(Ordering::SeqCst) {
                 return;
             }
@@ -113,11 +122,26 @@ pub fn run(job: &Job, enc: &Encoders, listing: Listing, base: Manifest) -> Resul
             let Some((i, wanted)) = work.get(at) else {
                 return;
             };
-            let prepared = prepare(&items[*i], wanted, resolution, sizes.as_deref());
-            if tx.send(prepared).is_err() {
+            let item = &items[*i];
+            // A decoder bug on one hostile file must cost that file, not the worker.
+            let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                prepare(item, wanted, resolution, sizes.as_deref())
+            }))
+            .unwrap_or_else(|_| {
+                Err(Skipped {
+                    source: item.label.clone(),
+                    error: "the image decoder failed on this file".into(),
+                })
+            });
+            if tx.send((wanted.len(), prepared)).is_err() {
                 return;
             }
-        }));
+        };
+        let spawned = std::thread::Builder::new()
+            .name("decode".into())
+            .spawn(worker)
+            .map_err(|e| format!("cannot start a decoding thread: {e}"))?;
+        threads.push(spawned);
     }
     drop(tx);
 
@@ -136,11 +160,11 @@ pub fn run(job: &Job, enc: &Encoders, listing: Listing, base: Manifest) -> Resul
         ..manifest.counts.clone()
     };
     let mut failure = None;
-    for prepared in rx {
+    for (count, prepared) in rx {
         let prepared = match prepared {
             Ok(p) => p,
             Err(s) => {
-                bar.inc(if job.options.flip { 2 } else { 1 });
+                bar.inc(count as u64);
                 bar.println(format!("skipped {}: {}", s.source, s.error));
                 skipped.push(s);
                 continue;
@@ -163,6 +187,9 @@ pub fn run(job: &Job, enc: &Encoders, listing: Listing, base: Manifest) -> Resul
                 failure = Some(e);
                 break;
             }
+            // Counts as of now, so a killed run leaves a manifest that agrees with its shards.
+            manifest.counts = counts.clone();
+            manifest.tally();
             manifest.write(out)?;
         }
         if failure.is_some() {
@@ -270,7 +297,12 @@ fn encode_batch(enc: &Encoders, bucket: &mut Pending, counts: &mut Counts) -> Re
     let (mean, std) = enc.images(&pixels, batch.len(), size)?;
     let captions: Vec<&str> = batch.iter().map(|p| p.caption.as_str()).collect();
     let (text, truncated) = enc.texts(&captions)?;
-    counts.truncated_captions += truncated;
+    // A mirrored copy repeats its caption; count each caption once.
+    counts.truncated_captions += truncated
+        .iter()
+        .zip(&batch)
+        .filter(|(&t, p)| t && !p.key.ends_with(FLIP))
+        .count();
     bucket.means.push(mean);
     bucket.stds.push(std);
     bucket.texts.push(text);
@@ -360,11 +392,15 @@ fn progress(total: u64, quiet: bool) -> ProgressBar {
     bar
 }
 
-/// Remove temporary files a killed run left behind.
+/// Remove temporary files a killed run left behind (ours only: `--out` may hold others).
 pub fn sweep(out: &Path) {
     if let Ok(entries) = std::fs::read_dir(out) {
         for e in entries.flatten() {
-            if e.path().extension().is_some_and(|x| x == "tmp") {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = name == "manifest.tmp"
+                || name == "extras.tmp"
+                || (name.starts_with("shard-") && name.ends_with(".tmp"));
+            if ours {
                 let _ = std::fs::remove_file(e.path());
             }
         }

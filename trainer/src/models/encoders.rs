@@ -73,14 +73,14 @@ impl Encoders {
         Ok((out(mean).map_err(err)?, out(std).map_err(err)?))
     }
 
-    /// Captions → text states `[n, 77, width]` on the CPU in the stored dtype, and how many
+    /// Captions → text states `[n, 77, width]` on the CPU in the stored dtype, and which
     /// captions were cut to fit.
-    pub fn texts(&self, captions: &[&str]) -> Result<(Tensor, usize), String> {
+    pub fn texts(&self, captions: &[&str]) -> Result<(Tensor, Vec<bool>), String> {
         let mut ids = Vec::with_capacity(captions.len() * CONTEXT);
-        let mut truncated = 0;
+        let mut truncated = Vec::with_capacity(captions.len());
         for c in captions {
             let e = self.tokenizer.encode(c)?;
-            truncated += e.truncated as usize;
+            truncated.push(e.truncated);
             ids.extend(e.ids);
         }
         let ids = Tensor::from_vec(ids, (captions.len(), CONTEXT), &self.device).map_err(err)?;

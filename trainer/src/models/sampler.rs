@@ -10,7 +10,7 @@ use super::vae_encoder::VaeConfig;
 use crate::text::tokenizer::{ClipTokenizer, CONTEXT};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::stable_diffusion::ddim::DDIMSchedulerConfig;
-use candle_transformers::models::stable_diffusion::schedulers::SchedulerConfig;
+use candle_transformers::models::stable_diffusion::schedulers::{PredictionType, SchedulerConfig};
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -35,6 +35,8 @@ pub struct Request<'a> {
     pub steps: usize,
     pub guidance: f64,
     pub seed: u64,
+    /// The UNet predicts v (SD 2.x 768-v) rather than the noise.
+    pub v_prediction: bool,
 }
 
 impl Sampler {
@@ -96,7 +98,15 @@ impl Sampler {
             ));
         }
         let text = self.text(&[r.negative, r.prompt])?;
-        let mut scheduler = DDIMSchedulerConfig::default().build(r.steps).map_err(err)?;
+        let config = DDIMSchedulerConfig {
+            prediction_type: if r.v_prediction {
+                PredictionType::VPrediction
+            } else {
+                PredictionType::Epsilon
+            },
+            ..Default::default()
+        };
+        let mut scheduler = config.build(r.steps).map_err(err)?;
         // Noise from a seeded generator on the host, so a seed gives the same image on any
         // device.
         let shape = (
