@@ -14,9 +14,10 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in
 prepare)
     eval "$(../shared/tools/cuda-toolchain.sh env)"
-    CARGO_TARGET_DIR="${CUDA_TARGET_DIR:-../target-cuda}" cargo build --release -p ldmkit --features cuda
+    CARGO_TARGET_DIR="${CUDA_TARGET_DIR:-../target-cuda}" cargo build --release -p ldmkit --features cudnn
     mkdir -p .bin
-    xz -6 -T2 -c "${CUDA_TARGET_DIR:-../target-cuda}/release/ldmkit" > .bin/ldmkit.xz
+    strip -o /tmp/ldmkit-cuda "${CUDA_TARGET_DIR:-../target-cuda}/release/ldmkit"
+    xz -6 -T2 -c /tmp/ldmkit-cuda > .bin/ldmkit.xz
     [ -f .whl/diffusers-0.42.1-py3-none-any.whl ] || python3 -m pip download --no-deps --only-binary=:all: \
         --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 -d .whl diffusers==0.42.1
     echo "carry: .bin .whl"
@@ -25,18 +26,20 @@ run)
     out="${OUT:-/tmp/bench-out}"; mkdir -p "$out"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-    export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib:/usr/local/nvidia/lib64
+    nv=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
+    export LD_LIBRARY_PATH=$nv/cu13/lib:$nv/cudnn/lib:/usr/local/nvidia/lib64
     xz -dc .bin/ldmkit.xz > /tmp/ldmkit && chmod +x /tmp/ldmkit
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
     model=/tmp/sd15-encoders data=/tmp/jpegs
+    PRECISIONS="${PRECISIONS:-f32,bf16,f16}"
     python3 bench/torch_encode.py make-model "$model"
     cp -r tests/fixtures/tokenizer "$model/tokenizer"
     python3 bench/torch_encode.py images "$data" 512
     # Both implementations, one after the other, on the same card.
-    python3 bench/torch_encode.py bench "$model" | tee "$out/encoders.jsonl"
+    [ -n "${SKIP_TORCH:-}" ] || python3 bench/torch_encode.py bench "$model" | tee "$out/encoders.jsonl"
     /tmp/ldmkit bench-encoders --model "$model" --tokenizer "$model/tokenizer" --device cuda \
-        --precision f32,bf16 | tee -a "$out/encoders.jsonl"
-    for p in f32 bf16; do
+        --precision "${PRECISIONS:-f32,bf16,f16}" | tee -a "$out/encoders.jsonl"
+    for p in ${PRECISIONS//,/ }; do
         rm -rf "/tmp/enc-$p"
         start=$(date +%s.%N)
         /tmp/ldmkit pre-encode -q --model "$model" --data "$data" --out "/tmp/enc-$p" \
@@ -45,7 +48,7 @@ run)
         python3 -c "import json,sys; n=512; s=$end-$start; print(json.dumps({'impl':'ldmkit pre-encode','precision':'$p','images':n,'seconds':s,'images_per_s':n/s}))" \
             | tee -a "$out/end_to_end.jsonl"
     done
-    cp /tmp/enc-bf16/manifest.json "$out/manifest-bf16.json"
+    cp "/tmp/enc-${PRECISIONS##*,}/manifest.json" "$out/manifest.json"
     ;;
 *)
     sed -n 2,12p "$0"; exit 2 ;;

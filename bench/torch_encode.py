@@ -36,9 +36,27 @@ def make_model(out):
     from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
     torch.manual_seed(0)
     AutoencoderKL(**SD15_VAE).save_pretrained(os.path.join(out, "vae"))
-    CLIPTextModel(CLIPTextConfig(**CLIP_L)).save_pretrained(os.path.join(out, "text_encoder"))
+    text = CLIPTextModel(CLIPTextConfig(**CLIP_L))
+    # What this transformers' save_pretrained writes, for the record ...
+    probe = out + "-save-pretrained"
+    text.save_pretrained(probe)
+    for name in sorted(os.listdir(probe)):
+        line = name
+        if name.endswith(".safetensors"):
+            with safe_open(os.path.join(probe, name), "pt") as f:
+                keys = sorted(f.keys())
+            line += f": {len(keys)} tensors, e.g. {keys[:2]}"
+        print("save_pretrained wrote", line, file=sys.stderr)
+    # ... and the layout diffusers folders on the Hub have (state dict as model.safetensors).
+    os.makedirs(os.path.join(out, "text_encoder"), exist_ok=True)
+    text.config.to_json_file(os.path.join(out, "text_encoder", "config.json"))
+    save_file({k: v.contiguous() for k, v in text.state_dict().items()},
+              os.path.join(out, "text_encoder", "model.safetensors"), metadata={"format": "pt"})
 
 
 def images(out, n):

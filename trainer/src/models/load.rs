@@ -18,6 +18,7 @@ use ldmkit_core::plan::{ElementReader, LazyTensor};
 use ldmkit_core::recipe::Layout;
 use ldmkit_core::source::SharedSource;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -113,19 +114,33 @@ impl ModelFile {
         }
     }
 
-    /// The component's tensors, keyed without the component prefix.
-    fn tensors(&self, part: Part) -> IndexMap<&str, &LazyTensor> {
+    /// The component's tensors, keyed without the component prefix. transformers 5 saves
+    /// `CLIPTextModel` without the `text_model.` level (`embeddings.token_embedding.weight`);
+    /// those names are given it back, so both generations of diffusers folders load.
+    fn tensors(&self, part: Part) -> IndexMap<Cow<'_, str>, &LazyTensor> {
         let prefix = format!("{}.", part.prefix());
         self.work
             .state_dict
             .iter()
-            .filter_map(|(k, e)| Some((k.strip_prefix(&prefix)?, &e.tensor)))
+            .filter_map(|(k, e)| {
+                let name = k.strip_prefix(&prefix)?;
+                let bare = part == Part::TextEncoder
+                    && ["embeddings.", "encoder.", "final_layer_norm."]
+                        .iter()
+                        .any(|p| name.starts_with(p));
+                let name = if bare {
+                    Cow::Owned(format!("text_model.{name}"))
+                } else {
+                    Cow::Borrowed(name)
+                };
+                Some((name, &e.tensor))
+            })
             .collect()
     }
 
     /// Whether the UNet uses linear projections (SD 2.x; then the text encoder is OpenCLIP's).
     fn sd2(&self) -> bool {
-        config::linear_projection(&self.tensors(Part::Unet))
+        config::linear_projection(&borrowed(&self.tensors(Part::Unet)))
     }
 
     /// The component's diffusers config: its `config.json` in a diffusers folder, else
@@ -138,7 +153,8 @@ impl ModelFile {
             return serde_json::from_str(&text)
                 .map_err(|e| format!("{}: not valid JSON: {e}", file.display()));
         }
-        let tensors = self.tensors(part);
+        let owned = self.tensors(part);
+        let tensors = borrowed(&owned);
         if tensors.is_empty() {
             return Err(format!("holds no {}", part.describe()));
         }
@@ -189,6 +205,13 @@ impl ModelFile {
             problems: Arc::default(),
         })
     }
+}
+
+/// The name → tensor map ldmkit-core's config inference takes.
+fn borrowed<'a>(
+    m: &'a IndexMap<Cow<'_, str>, &'a LazyTensor>,
+) -> IndexMap<&'a str, &'a LazyTensor> {
+    m.iter().map(|(k, t)| (k.as_ref(), *t)).collect()
 }
 
 fn candle_dtype(dtype: ldmkit_core::DType) -> Result<DType, String> {
