@@ -311,6 +311,9 @@ pub struct BenchEncodersArgs {
     pub resolution: usize,
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
+    /// Also time each VAE stage and single ops (group norm, conv, SiLU, add).
+    #[arg(long)]
+    pub stages: bool,
 }
 
 #[derive(Debug, Args)]

@@ -80,14 +80,89 @@ fn go(a: &BenchEncodersArgs) -> Result<(), String> {
         let clip = timed(&dev, 3, a.iters, || {
             enc.clip.forward(&ids, 1).map(|_| ()).map_err(one_line)
         })?;
+        let stages = if a.stages {
+            Some(stage_times(&enc, &dev, &pixels, a, dtype)?)
+        } else {
+            None
+        };
         println!(
             "{}",
             serde_json::json!({
                 "impl": "ldmkit", "device": device::describe(&dev), "precision": precision,
+                "vae_stages_s": stages,
                 "vae_encode": {"batch": a.batch, "resolution": a.resolution, "step_s": vae, "images_per_s": a.batch as f64 / vae},
                 "clip_text": {"batch": a.text_batch, "step_s": clip, "texts_per_s": a.text_batch as f64 / clip},
             })
         );
     }
     Ok(())
+}
+
+/// Seconds per VAE stage (mean of `iters`, synchronised at each stage's end), and of single
+/// ops on the first level's activation: where the encoder's time goes.
+fn stage_times(
+    enc: &Encoders,
+    dev: &Device,
+    pixels: &[f32],
+    a: &BenchEncodersArgs,
+    dtype: candle_core::DType,
+) -> Result<serde_json::Value, String> {
+    let r = a.resolution;
+    let x = Tensor::from_slice(pixels, (a.batch, 3, r, r), dev)
+        .and_then(|t| t.to_dtype(dtype))
+        .map_err(one_line)?;
+    let mut totals: Vec<(&'static str, f64)> = Vec::new();
+    for _ in 0..a.iters {
+        dev.synchronize().map_err(one_line)?;
+        let mut last = Instant::now();
+        let mut at = 0;
+        enc.vae
+            .encode_marked(&x, |name| {
+                dev.synchronize()?;
+                let now = Instant::now();
+                let s = (now - last).as_secs_f64();
+                last = now;
+                if totals.len() <= at {
+                    totals.push((name, 0.0));
+                }
+                totals[at].1 += s / a.iters as f64;
+                at += 1;
+                Ok(())
+            })
+            .map_err(one_line)?;
+    }
+    // Single ops at the first level's size (128 channels at full resolution for SD).
+    let c = enc.vae.config.block_out_channels[0];
+    let h = Tensor::randn(0f32, 1f32, (a.batch, c, r, r), dev)
+        .and_then(|t| t.to_dtype(dtype))
+        .map_err(one_line)?;
+    let vb = candle_nn::VarBuilder::zeros(dtype, dev);
+    let norm = candle_nn::group_norm(32, c, 1e-6, vb.pp("n")).map_err(one_line)?;
+    let conv = candle_nn::conv2d(
+        c,
+        c,
+        3,
+        candle_nn::Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        },
+        vb.pp("c"),
+    )
+    .map_err(one_line)?;
+    use candle_core::Module;
+    let op = |f: &dyn Fn() -> candle_core::Result<Tensor>| {
+        timed(dev, 2, a.iters, || f().map(|_| ()).map_err(one_line))
+    };
+    let ops = serde_json::json!({
+        "shape": [a.batch, c, r, r],
+        "group_norm": op(&|| norm.forward(&h))?,
+        "conv3x3": op(&|| conv.forward(&h))?,
+        "silu": op(&|| candle_nn::ops::silu(&h))?,
+        "add": op(&|| &h + &h)?,
+    });
+    let stages: serde_json::Map<String, serde_json::Value> = totals
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s.into()))
+        .collect();
+    Ok(serde_json::json!({"stages": stages, "ops_s": ops}))
 }

@@ -3,6 +3,7 @@
 pub mod clip;
 pub mod device;
 pub mod encoders;
+pub mod group_norm;
 pub mod load;
 pub mod sampler;
 pub mod unet;

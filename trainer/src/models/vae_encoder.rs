@@ -1,19 +1,18 @@
 //! The encoder half of SD's KL autoencoder (diffusers' `AutoencoderKL.encode`), returning the
 //! posterior's mean and standard deviation.
 //!
-//! candle-transformers' `AutoEncoderKL` builds the decoder too (twice the weights for a job
-//! that never decodes) and keeps the posterior's mean and std private, without clamping the
-//! log-variance; so the encoder is assembled here from its public down and resnet blocks.
-//! The mid-block attention is our own: candle's `AttentionBlock` gives wrong results for
-//! every image but the first of a batch (it feeds a transposed, non-contiguous activation to
-//! a batched matmul), which a batch-of-8 comparison against diffusers caught.
+//! Our own rather than candle-transformers' `AutoEncoderKL`, for three reasons:
+//! - it builds the decoder too (twice the weights for a job that never decodes);
+//! - it keeps the posterior's mean and std private, without clamping the log-variance;
+//! - its `AttentionBlock` (the mid-block attention) gives wrong results for every image but
+//!   the first of a batch, which a batch comparison against diffusers caught.
+//!
+//! The blocks are written here on [`GroupNorm`](super::group_norm::GroupNorm), which is
+//! several times faster than candle-nn's on the GPU; norms are most of this network's time.
 
-use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{conv2d, group_norm, linear, Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
-use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    DownEncoderBlock2D, DownEncoderBlock2DConfig,
-};
+use super::group_norm::GroupNorm;
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
 use serde_json::Value;
 
 /// The numbers of an `AutoencoderKL` config the encoder needs.
@@ -64,6 +63,79 @@ impl VaeConfig {
 /// The weight names (under `vae.`) the encoder reads.
 pub const ENCODER_KEYS: &[&str] = &["encoder.", "quant_conv."];
 
+const EPS: f64 = 1e-6;
+
+fn pad1() -> Conv2dConfig {
+    Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    }
+}
+
+/// diffusers' `ResnetBlock2D` without a time embedding.
+struct Resnet {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl Resnet {
+    fn new(vb: VarBuilder, input: usize, output: usize, groups: usize) -> Result<Self> {
+        Ok(Resnet {
+            norm1: GroupNorm::new(groups, input, EPS, vb.pp("norm1"))?,
+            conv1: conv2d(input, output, 3, pad1(), vb.pp("conv1"))?,
+            norm2: GroupNorm::new(groups, output, EPS, vb.pp("norm2"))?,
+            conv2: conv2d(output, output, 3, pad1(), vb.pp("conv2"))?,
+            shortcut: if input != output {
+                Some(conv2d(
+                    input,
+                    output,
+                    1,
+                    Default::default(),
+                    vb.pp("conv_shortcut"),
+                )?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        match &self.shortcut {
+            Some(s) => s.forward(x)? + h,
+            None => x + h,
+        }
+    }
+}
+
+/// diffusers' `DownEncoderBlock2D`: resnets, then a stride-2 convolution padded on the
+/// right and bottom only (the LDM convention).
+struct Down {
+    resnets: Vec<Resnet>,
+    downsample: Option<Conv2d>,
+}
+
+impl Down {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for r in &self.resnets {
+            x = r.forward(&x)?;
+        }
+        match &self.downsample {
+            Some(conv) => conv.forward(&x.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(
+                D::Minus2,
+                0,
+                1,
+            )?),
+            None => Ok(x),
+        }
+    }
+}
+
 /// Single-head self-attention over all positions, with a residual (diffusers' `Attention`
 /// as the VAE uses it).
 struct MidAttention {
@@ -84,7 +156,7 @@ impl MidAttention {
         };
         let l = |n: &str| linear(channels, channels, vb.pp(n));
         Ok(MidAttention {
-            norm: group_norm(groups, channels, 1e-6, vb.pp("group_norm"))?,
+            norm: GroupNorm::new(groups, channels, EPS, vb.pp("group_norm"))?,
             q: l(names[0])?,
             k: l(names[1])?,
             v: l(names[2])?,
@@ -120,8 +192,8 @@ impl MidAttention {
 
 pub struct VaeEncoder {
     conv_in: Conv2d,
-    down: Vec<DownEncoderBlock2D>,
-    mid: (ResnetBlock2D, MidAttention, ResnetBlock2D),
+    down: Vec<Down>,
+    mid: (Resnet, MidAttention, Resnet),
     norm_out: GroupNorm,
     conv_out: Conv2d,
     quant_conv: Conv2d,
@@ -132,45 +204,47 @@ impl VaeEncoder {
     pub fn new(vb: VarBuilder, config: VaeConfig) -> Result<Self> {
         let c = &config;
         let e = vb.pp("encoder");
-        let pad1 = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         let ch = &c.block_out_channels;
+        let groups = c.norm_num_groups;
         let last = *ch.last().expect("non-empty");
         let down = (0..ch.len())
             .map(|i| {
-                let cfg = DownEncoderBlock2DConfig {
-                    num_layers: c.layers_per_block,
-                    resnet_eps: 1e-6,
-                    resnet_groups: c.norm_num_groups,
-                    output_scale_factor: 1.0,
-                    add_downsample: i + 1 < ch.len(),
-                    downsample_padding: 0,
-                };
+                let d = e.pp(format!("down_blocks.{i}"));
                 let input = if i == 0 { ch[0] } else { ch[i - 1] };
-                DownEncoderBlock2D::new(e.pp(format!("down_blocks.{i}")), input, ch[i], cfg)
+                let resnets = (0..c.layers_per_block)
+                    .map(|j| {
+                        let from = if j == 0 { input } else { ch[i] };
+                        Resnet::new(d.pp(format!("resnets.{j}")), from, ch[i], groups)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let downsample = if i + 1 < ch.len() {
+                    let cfg = Conv2dConfig {
+                        stride: 2,
+                        ..Default::default()
+                    };
+                    Some(conv2d(ch[i], ch[i], 3, cfg, d.pp("downsamplers.0.conv"))?)
+                } else {
+                    None
+                };
+                Ok(Down {
+                    resnets,
+                    downsample,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        let resnet = ResnetBlock2DConfig {
-            temb_channels: None,
-            groups: c.norm_num_groups,
-            eps: 1e-6,
-            ..Default::default()
-        };
         let m = e.pp("mid_block");
         let mid = (
-            ResnetBlock2D::new(m.pp("resnets.0"), last, resnet)?,
-            MidAttention::new(m.pp("attentions.0"), last, c.norm_num_groups)?,
-            ResnetBlock2D::new(m.pp("resnets.1"), last, resnet)?,
+            Resnet::new(m.pp("resnets.0"), last, last, groups)?,
+            MidAttention::new(m.pp("attentions.0"), last, groups)?,
+            Resnet::new(m.pp("resnets.1"), last, last, groups)?,
         );
         let z = 2 * c.latent_channels;
         Ok(VaeEncoder {
-            conv_in: conv2d(c.in_channels, ch[0], 3, pad1, e.pp("conv_in"))?,
+            conv_in: conv2d(c.in_channels, ch[0], 3, pad1(), e.pp("conv_in"))?,
             down,
             mid,
-            norm_out: group_norm(c.norm_num_groups, last, 1e-6, e.pp("conv_norm_out"))?,
-            conv_out: conv2d(last, z, 3, pad1, e.pp("conv_out"))?,
+            norm_out: GroupNorm::new(groups, last, EPS, e.pp("conv_norm_out"))?,
+            conv_out: conv2d(last, z, 3, pad1(), e.pp("conv_out"))?,
             quant_conv: conv2d(z, z, 1, Default::default(), vb.pp("quant_conv"))?,
             config,
         })
@@ -180,19 +254,42 @@ impl VaeEncoder {
     /// `[batch, latent_channels, H/8, W/8]`. The log-variance is clamped to [-30, 20] as
     /// diffusers' `DiagonalGaussianDistribution` does.
     pub fn encode(&self, images: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.encode_marked(images, |_| Ok(()))
+    }
+
+    /// [`encode`](Self::encode), calling `mark` with each stage's name as it ends (the
+    /// benchmark synchronises the device there to time stages).
+    pub fn encode_marked(
+        &self,
+        images: &Tensor,
+        mut mark: impl FnMut(&'static str) -> Result<()>,
+    ) -> Result<(Tensor, Tensor)> {
+        const DOWN: [&str; 4] = [
+            "down_blocks.0",
+            "down_blocks.1",
+            "down_blocks.2",
+            "down_blocks.3",
+        ];
         let mut x = self.conv_in.forward(images)?;
-        for block in &self.down {
+        mark("conv_in")?;
+        for (i, block) in self.down.iter().enumerate() {
             x = block.forward(&x)?;
+            mark(DOWN.get(i).copied().unwrap_or("down_blocks.n"))?;
         }
-        let x = self.mid.0.forward(&x, None)?;
+        let x = self.mid.0.forward(&x)?;
+        mark("mid.resnets.0")?;
         let x = self.mid.1.forward(&x)?;
-        let x = self.mid.2.forward(&x, None)?;
-        let x = candle_nn::ops::silu(&self.norm_out.forward(&x)?)?;
+        mark("mid.attention")?;
+        let x = self.mid.2.forward(&x)?;
+        mark("mid.resnets.1")?;
+        let x = self.norm_out.forward(&x)?.silu()?;
         let moments = self.quant_conv.forward(&self.conv_out.forward(&x)?)?;
         let latent = self.config.latent_channels;
         let mean = moments.narrow(1, 0, latent)?;
         let logvar = moments.narrow(1, latent, latent)?.clamp(-30f32, 20f32)?;
         let std = (logvar * 0.5)?.exp()?;
-        Ok((mean.contiguous()?, std))
+        let out = (mean.contiguous()?, std);
+        mark("out")?;
+        Ok(out)
     }
 }
