@@ -60,16 +60,8 @@ fn go(a: &PreEncodeArgs) -> Result<u8, Failure> {
     let store = shards::dtype(&a.dtype).map_err(arg)?;
 
     let model = ModelFile::open(&a.model, false).map_err(at(&a.model))?;
-    let tokenizer_path = match &a.tokenizer {
-        Some(t) => t.clone(),
-        None if a.model.join("tokenizer").is_dir() => a.model.join("tokenizer"),
-        None => {
-            return Err((
-                a.model.clone(),
-                "holds no tokenizer; pass --tokenizer tokenizer.json (or a folder with vocab.json and merges.txt)".into(),
-            ))
-        }
-    };
+    let tokenizer_path = crate::text::tokenizer::locate(&a.model, a.tokenizer.as_deref())
+        .map_err(|e| (a.model.clone(), e))?;
     let tokenizer = ClipTokenizer::load(&tokenizer_path).map_err(at(&tokenizer_path))?;
     let prompts = match &a.sample_prompts {
         Some(p) => read_prompts(p).map_err(at(p))?,

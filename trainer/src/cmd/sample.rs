@@ -40,16 +40,8 @@ fn go(a: &SampleArgs) -> Result<(), (PathBuf, String)> {
     let device = device::pick(&a.device).map_err(arg)?;
     let dtype = device::compute_dtype(&a.precision, &device).map_err(arg)?;
     let model = ModelFile::open(&a.model, a.ema).map_err(|e| (a.model.clone(), e))?;
-    let tokenizer_path = match &a.tokenizer {
-        Some(t) => t.clone(),
-        None if a.model.join("tokenizer").is_dir() => a.model.join("tokenizer"),
-        None => {
-            return Err((
-                a.model.clone(),
-                "holds no tokenizer; pass --tokenizer tokenizer.json (or a folder with vocab.json and merges.txt)".into(),
-            ))
-        }
-    };
+    let tokenizer_path = crate::text::tokenizer::locate(&a.model, a.tokenizer.as_deref())
+        .map_err(|e| (a.model.clone(), e))?;
     let tokenizer =
         ClipTokenizer::load(&tokenizer_path).map_err(|e| (tokenizer_path.clone(), e))?;
     let sampler = Sampler::load(&model, tokenizer, &device, dtype, a.clip_skip)

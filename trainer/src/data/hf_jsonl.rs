@@ -2,7 +2,7 @@
 //! `file_name` and carry the caption in a column (`text` by convention; `caption` and
 //! `prompt` are common too, or name one with `--caption-column`).
 
-use super::{key_of, ImageBytes, Item, Listing};
+use super::{key_of, ImageBytes, Listing};
 use serde_json::Value;
 use std::path::Path;
 
@@ -37,19 +37,8 @@ pub fn list(root: &Path, column: Option<&str>, into: &mut Listing) -> Result<(),
             Some(c) => row[c].as_str(),
             None => CAPTION_COLUMNS.iter().find_map(|c| row[*c].as_str()),
         };
-        let caption = match caption {
-            Some(c) => c.trim().to_string(),
-            None => {
-                into.uncaptioned += 1;
-                String::new()
-            }
-        };
-        into.items.push(Item {
-            key: key_of(root, &file),
-            label: file.display().to_string(),
-            image: ImageBytes::File(file),
-            caption,
-        });
+        let (key, label) = (key_of(root, &file), file.display().to_string());
+        into.push(key, label, ImageBytes::File(file), caption);
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! kohya's image folder: `name.png` beside `name.txt` (or `name.caption`), in any subfolder
 //! (kohya's `10_subject` repeat folders included; repeats are a training-time matter).
 
-use super::{is_image, key_of, read_caption, walk, ImageBytes, Item, Listing};
+use super::{is_image, key_of, read_caption, walk, ImageBytes, Listing};
 use std::path::Path;
 
 pub fn list(root: &Path, into: &mut Listing) -> Result<(), String> {
@@ -9,29 +9,19 @@ pub fn list(root: &Path, into: &mut Listing) -> Result<(), String> {
         if !is_image(&file) {
             continue;
         }
-        let caption = ["txt", "caption"]
+        let caption_file = ["txt", "caption"]
             .iter()
             .map(|ext| file.with_extension(ext))
             .find(|p| p.is_file());
-        let caption = match caption {
-            Some(p) => match read_caption(&p) {
-                Ok(c) => c,
-                Err(e) => {
-                    into.skipped.push((file.display().to_string(), e));
-                    continue;
-                }
-            },
-            None => {
-                into.uncaptioned += 1;
-                String::new()
+        let caption = match caption_file.map(|p| read_caption(&p)).transpose() {
+            Ok(c) => c,
+            Err(e) => {
+                into.skipped.push((file.display().to_string(), e));
+                continue;
             }
         };
-        into.items.push(Item {
-            key: key_of(root, &file),
-            label: file.display().to_string(),
-            image: ImageBytes::File(file),
-            caption,
-        });
+        let (key, label) = (key_of(root, &file), file.display().to_string());
+        into.push(key, label, ImageBytes::File(file), caption.as_deref());
     }
     Ok(())
 }

@@ -85,6 +85,23 @@ pub struct Listing {
     pub sources: Vec<(PathBuf, &'static str)>,
 }
 
+impl Listing {
+    /// Add an image with its caption, if it has one (one without trains on the empty
+    /// caption and is counted).
+    pub fn push(&mut self, key: String, label: String, image: ImageBytes, caption: Option<&str>) {
+        let caption = caption.map(|c| c.trim().to_string()).unwrap_or_else(|| {
+            self.uncaptioned += 1;
+            String::new()
+        });
+        self.items.push(Item {
+            key,
+            label,
+            image,
+            caption,
+        });
+    }
+}
+
 /// List every `--data` path. Errors (one line, naming the path) only for paths that are
 /// not datasets at all.
 pub fn list(paths: &[PathBuf], caption_column: Option<&str>) -> Result<Listing, String> {

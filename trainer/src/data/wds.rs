@@ -4,7 +4,7 @@
 //! Only headers are read while listing (the archive is walked with seeks); image bytes are
 //! read later from their recorded offsets, and caption members (small) at listing time.
 
-use super::{key_of, ImageBytes, Item, Listing, CAPTION_LIMIT, IMAGE_EXTENSIONS};
+use super::{key_of, ImageBytes, Listing, CAPTION_LIMIT, IMAGE_EXTENSIONS};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -117,19 +117,12 @@ fn list_shard(shard: &Path, name: &str, into: &mut Listing) -> Result<(), String
                 .iter()
                 .find_map(|c| v[*c].as_str().map(String::from))
         });
-        let caption = match caption {
-            Some(c) => c.trim().to_string(),
-            None => {
-                into.uncaptioned += 1;
-                String::new()
-            }
-        };
-        into.items.push(Item {
-            key: format!("{name}/{key}"),
-            label: format!("{}:{member}", shard.display()),
-            image: ImageBytes::Member(shard.to_path_buf(), offset, size),
-            caption,
-        });
+        into.push(
+            format!("{name}/{key}"),
+            format!("{}:{member}", shard.display()),
+            ImageBytes::Member(shard.to_path_buf(), offset, size),
+            caption.as_deref(),
+        );
     }
     Ok(())
 }

@@ -26,6 +26,16 @@ const START: &str = "<|startoftext|>";
 const END: &str = "<|endoftext|>";
 const WORDS: &str = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
+/// The tokenizer to use for `model`: the one given, else a diffusers folder's `tokenizer/`.
+/// The error names the model (a single checkpoint file carries no tokenizer).
+pub fn locate(model: &Path, given: Option<&Path>) -> Result<std::path::PathBuf, String> {
+    match given {
+        Some(t) => Ok(t.to_path_buf()),
+        None if model.join("tokenizer").is_dir() => Ok(model.join("tokenizer")),
+        None => Err("holds no tokenizer; pass --tokenizer tokenizer.json (or a folder with vocab.json and merges.txt)".into()),
+    }
+}
+
 pub struct ClipTokenizer {
     inner: Tokenizer,
 }
