@@ -265,6 +265,10 @@ pub struct PreEncodeArgs {
     /// auto (CUDA when built with it and present), cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// f32 on the GPU without TF32 tensor cores (slower; on by default, as in PyTorch's
+    /// cuDNN convolutions).
+    #[arg(long)]
+    pub no_tf32: bool,
     /// Images per encoder batch.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
@@ -303,6 +307,10 @@ pub struct BenchEncodersArgs {
     pub precision: String,
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// f32 on the GPU without TF32 tensor cores (slower; on by default, as in PyTorch's
+    /// cuDNN convolutions).
+    #[arg(long)]
+    pub no_tf32: bool,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
     #[arg(long, default_value_t = 64)]
@@ -356,6 +364,10 @@ pub struct SampleArgs {
     /// auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// f32 on the GPU without TF32 tensor cores (slower; on by default, as in PyTorch's
+    /// cuDNN convolutions).
+    #[arg(long)]
+    pub no_tf32: bool,
     /// f32, bf16, f16 (GPU only for the last two).
     #[arg(long, default_value = "f32")]
     pub precision: String,

@@ -6,8 +6,10 @@
 use super::{report_error, EXIT_ERROR};
 use crate::cli::BenchEncodersArgs;
 use crate::data::buckets::Size;
+use crate::models::conv::conv2d;
 use crate::models::device;
 use crate::models::encoders::Encoders;
+use crate::models::group_norm::GroupNorm;
 use crate::models::load::ModelFile;
 use crate::models::one_line;
 use crate::text::tokenizer::ClipTokenizer;
@@ -44,7 +46,7 @@ fn timed(
 }
 
 fn go(a: &BenchEncodersArgs) -> Result<(), String> {
-    let dev = device::pick(&a.device)?;
+    let dev = device::pick(&a.device, !a.no_tf32)?;
     let model = ModelFile::open(&a.model, false)?;
     let tokenizer = ClipTokenizer::load(&a.tokenizer)?;
     for precision in a.precision.split(',') {
@@ -63,7 +65,15 @@ fn go(a: &BenchEncodersArgs) -> Result<(), String> {
             width: a.resolution as u32,
             height: a.resolution as u32,
         };
+        // As the PyTorch baseline: images already on the device, latents left there.
+        let x = Tensor::from_slice(&pixels, (a.batch, 3, a.resolution, a.resolution), &dev)
+            .and_then(|t| t.to_dtype(dtype))
+            .map_err(one_line)?;
         let vae = timed(&dev, 3, a.iters, || {
+            enc.vae.encode(&x).map(|_| ()).map_err(one_line)
+        })?;
+        // As pre-encode runs it: pixels from the host, latents back to it.
+        let vae_copies = timed(&dev, 3, a.iters, || {
             enc.images(&pixels, a.batch, size).map(|_| ())
         })?;
         // Text: ids straight to the model (tokenizing is not what is compared).
@@ -90,7 +100,7 @@ fn go(a: &BenchEncodersArgs) -> Result<(), String> {
             serde_json::json!({
                 "impl": "ldmkit", "device": device::describe(&dev), "precision": precision,
                 "vae_stages_s": stages,
-                "vae_encode": {"batch": a.batch, "resolution": a.resolution, "step_s": vae, "images_per_s": a.batch as f64 / vae},
+                "vae_encode": {"batch": a.batch, "resolution": a.resolution, "step_s": vae, "images_per_s": a.batch as f64 / vae, "with_copies_images_per_s": a.batch as f64 / vae_copies},
                 "clip_text": {"batch": a.text_batch, "step_s": clip, "texts_per_s": a.text_batch as f64 / clip},
             })
         );
@@ -137,26 +147,24 @@ fn stage_times(
         .and_then(|t| t.to_dtype(dtype))
         .map_err(one_line)?;
     let vb = candle_nn::VarBuilder::zeros(dtype, dev);
-    let norm = candle_nn::group_norm(32, c, 1e-6, vb.pp("n")).map_err(one_line)?;
-    let conv = candle_nn::conv2d(
-        c,
-        c,
-        3,
-        candle_nn::Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        },
-        vb.pp("c"),
-    )
-    .map_err(one_line)?;
+    let candle_norm = candle_nn::group_norm(32, c, 1e-6, vb.pp("n")).map_err(one_line)?;
+    let norm = GroupNorm::new(32, c, 1e-6, vb.pp("n")).map_err(one_line)?;
+    let pad1 = candle_nn::Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    let candle_conv = candle_nn::conv2d(c, c, 3, pad1, vb.pp("c")).map_err(one_line)?;
+    let conv = conv2d(c, c, 3, pad1, vb.pp("c")).map_err(one_line)?;
     use candle_core::Module;
     let op = |f: &dyn Fn() -> candle_core::Result<Tensor>| {
         timed(dev, 2, a.iters, || f().map(|_| ()).map_err(one_line))
     };
     let ops = serde_json::json!({
         "shape": [a.batch, c, r, r],
-        "group_norm": op(&|| norm.forward(&h))?,
+        "group_norm_silu": op(&|| norm.forward_silu(&h))?,
+        "group_norm_candle": op(&|| candle_norm.forward(&h))?,
         "conv3x3": op(&|| conv.forward(&h))?,
+        "conv3x3_candle": op(&|| candle_conv.forward(&h))?,
         "silu": op(&|| candle_nn::ops::silu(&h))?,
         "add": op(&|| &h + &h)?,
     });

@@ -55,7 +55,7 @@ fn go(a: &PreEncodeArgs) -> Result<u8, Failure> {
             "--batch-size and --shard-size must be at least 1".into()
         ));
     }
-    let device = device::pick(&a.device).map_err(arg)?;
+    let device = device::pick(&a.device, !a.no_tf32).map_err(arg)?;
     let compute = device::compute_dtype(&a.precision, &device).map_err(arg)?;
     let store = shards::dtype(&a.dtype).map_err(arg)?;
 
@@ -84,6 +84,7 @@ fn go(a: &PreEncodeArgs) -> Result<u8, Failure> {
             clip_skip: a.clip_skip,
             dtype: a.dtype.clone(),
             precision: a.precision.clone(),
+            tf32: device.is_cuda() && a.precision == "f32" && !a.no_tf32,
             shard_size: a.shard_size,
         },
         quiet: a.quiet,

@@ -37,7 +37,7 @@ fn go(a: &SampleArgs) -> Result<(), (PathBuf, String)> {
     if a.steps == 0 {
         return Err(arg("--steps must be at least 1".into()));
     }
-    let device = device::pick(&a.device).map_err(arg)?;
+    let device = device::pick(&a.device, !a.no_tf32).map_err(arg)?;
     let dtype = device::compute_dtype(&a.precision, &device).map_err(arg)?;
     let model = ModelFile::open(&a.model, a.ema).map_err(|e| (a.model.clone(), e))?;
     let tokenizer_path = crate::text::tokenizer::locate(&a.model, a.tokenizer.as_deref())

@@ -56,6 +56,9 @@ pub struct Options {
     pub dtype: String,
     /// Compute dtype of the VAE and text encoder.
     pub precision: String,
+    /// f32 computed with TF32 tensor cores (on GPUs unless `--no-tf32`).
+    #[serde(default)]
+    pub tf32: bool,
     pub shard_size: usize,
 }
 

@@ -49,10 +49,11 @@ impl ClipConfig {
     }
 }
 
+/// Self-attention with the query, key and value projections fused into one product (one
+/// kernel instead of three: the text encoder runs hundreds of small kernels per batch, so
+/// their count matters), and the query's 1/√d scale folded into its weights.
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Linear,
     out: Linear,
     heads: usize,
 }
@@ -60,10 +61,26 @@ struct Attention {
 impl Attention {
     fn new(vb: VarBuilder, c: &ClipConfig) -> Result<Self> {
         let h = c.hidden_size;
+        let scale = ((h / c.num_attention_heads) as f64).powf(-0.5);
+        let (q, k, v) = (vb.pp("q_proj"), vb.pp("k_proj"), vb.pp("v_proj"));
+        let weight = Tensor::cat(
+            &[
+                (q.get((h, h), "weight")? * scale)?,
+                k.get((h, h), "weight")?,
+                v.get((h, h), "weight")?,
+            ],
+            0,
+        )?;
+        let bias = Tensor::cat(
+            &[
+                (q.get(h, "bias")? * scale)?,
+                k.get(h, "bias")?,
+                v.get(h, "bias")?,
+            ],
+            0,
+        )?;
         Ok(Attention {
-            q: linear(h, h, vb.pp("q_proj"))?,
-            k: linear(h, h, vb.pp("k_proj"))?,
-            v: linear(h, h, vb.pp("v_proj"))?,
+            qkv: Linear::new(weight, Some(bias)),
             out: linear(h, h, vb.pp("out_proj"))?,
             heads: c.num_attention_heads,
         })
@@ -72,14 +89,14 @@ impl Attention {
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, l, h) = x.dims3()?;
         let d = h / self.heads;
-        let split = |t: Tensor| {
-            t.reshape((b, l, self.heads, d))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q = split((self.q.forward(x)? * (d as f64).powf(-0.5))?)?;
-        let k = split(self.k.forward(x)?)?;
-        let v = split(self.v.forward(x)?)?;
+        // [b, l, 3h] → [3, b, heads, l, d] in one copy; q, k and v are then views.
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, l, 3, self.heads, d))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))?;
@@ -124,9 +141,13 @@ impl Layer {
 /// `CLIPTextModel` without the pooled output (Stable Diffusion conditions on hidden states).
 pub struct ClipTextModel {
     tokens: Embedding,
-    positions: Embedding,
+    position_embedding: Embedding,
     layers: Vec<Layer>,
     final_ln: LayerNorm,
+    /// Made once on the model's device: a host-to-device copy inside `forward` would stall
+    /// the CPU until the GPU drained the previous batch, so launches could not run ahead.
+    mask: Tensor,
+    positions: Tensor,
     pub config: ClipConfig,
 }
 
@@ -139,9 +160,13 @@ impl ClipTextModel {
         let layers = (0..c.num_hidden_layers)
             .map(|i| Layer::new(vb.pp(format!("encoder.layers.{i}")), c))
             .collect::<Result<Vec<_>>>()?;
+        let max = c.max_position_embeddings;
+        let dtype = vb.dtype();
         Ok(ClipTextModel {
+            mask: causal_mask(max, dtype, vb.device())?,
+            positions: Tensor::arange(0u32, max as u32, vb.device())?,
             tokens: embedding(c.vocab_size, c.hidden_size, e.pp("token_embedding"))?,
-            positions: embedding(
+            position_embedding: embedding(
                 c.max_position_embeddings,
                 c.hidden_size,
                 e.pp("position_embedding"),
@@ -159,13 +184,22 @@ impl ClipTextModel {
     /// kohya do; diffusers' `clip_skip=k` is our `k + 1`).
     pub fn forward(&self, ids: &Tensor, clip_skip: usize) -> Result<Tensor> {
         let (_, len) = ids.dims2()?;
-        let dev = ids.device();
-        let positions = Tensor::arange(0u32, len as u32, dev)?;
+        if len > self.config.max_position_embeddings {
+            candle_core::bail!(
+                "{len} tokens, the text encoder takes at most {}",
+                self.config.max_position_embeddings
+            );
+        }
+        let positions = self.positions.narrow(0, 0, len)?;
         let x = self
             .tokens
             .forward(ids)?
-            .broadcast_add(&self.positions.forward(&positions)?)?;
-        let mask = causal_mask(len, x.dtype(), dev)?;
+            .broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        let mask = self
+            .mask
+            .narrow(0, 0, len)?
+            .narrow(1, 0, len)?
+            .contiguous()?;
         let keep = self
             .layers
             .len()

@@ -2,11 +2,13 @@
 
 use candle_core::{DType, Device};
 
-/// `--device`: `auto` (CUDA when built with it and a GPU is present), `cpu` or `cuda[:N]`.
-pub fn pick(name: &str) -> Result<Device, String> {
+/// `--device`: `auto` (CUDA when built with it and a GPU is present), `cpu` or `cuda[:N]`;
+/// `tf32`: whether f32 matrix products and convolutions may use TF32 tensor cores.
+pub fn pick(name: &str, tf32: bool) -> Result<Device, String> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        "auto" if candle_core::utils::cuda_is_available() => pick("cuda:0", tf32),
+        "auto" => Ok(Device::Cpu),
         cuda if cuda.starts_with("cuda") => {
             let ordinal = cuda
                 .strip_prefix("cuda")
@@ -22,15 +24,33 @@ pub fn pick(name: &str) -> Result<Device, String> {
             }
             let device =
                 Device::new_cuda(ordinal).map_err(|e| format!("CUDA device {ordinal}: {e}"))?;
-            // TF32 for f32 matrix products, as PyTorch's cuDNN convolutions use by default.
-            #[cfg(feature = "cuda")]
-            candle_core::cuda::set_gemm_reduced_precision_f32(true);
+            configure(&device, tf32);
             Ok(device)
         }
         other => Err(format!(
             "unknown device '{other}' (auto, cpu, cuda, cuda:N)"
         )),
     }
+}
+
+/// TF32 tensor cores for f32 matrix products and convolutions unless refused (PyTorch's
+/// default for cuDNN convolutions), and no per-buffer event tracking: ldmkit runs
+/// each device on candle's one stream, where cudarc's cross-stream events are pure
+/// overhead — an event record for every operand of every kernel, which dominated the text
+/// encoder's time (hundreds of small kernels per batch).
+fn configure(device: &Device, tf32: bool) {
+    #[cfg(feature = "cuda")]
+    {
+        candle_core::cuda::set_gemm_reduced_precision_f32(tf32);
+        #[cfg(feature = "cudnn")]
+        super::cuda::conv::set_allow_tf32(tf32);
+        if let Device::Cuda(cuda) = device {
+            // SAFETY: every kernel ldmkit launches on this device goes to the one stream
+            // candle made for it, so no buffer is shared across streams.
+            unsafe { cuda.disable_event_tracking() };
+        }
+    }
+    let _ = (device, tf32);
 }
 
 /// `--precision`: the dtype models compute in on `device` (candle's CPU convolutions are

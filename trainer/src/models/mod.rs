@@ -1,6 +1,9 @@
 //! Stable Diffusion's networks on candle, built from any model file ldmkit-core reads.
 
 pub mod clip;
+pub mod conv;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod device;
 pub mod encoders;
 pub mod group_norm;

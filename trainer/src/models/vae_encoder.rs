@@ -10,9 +10,10 @@
 //! The blocks are written here on [`GroupNorm`](super::group_norm::GroupNorm), which is
 //! several times faster than candle-nn's on the GPU; norms are most of this network's time.
 
+use super::conv::{conv2d, Conv2d};
 use super::group_norm::GroupNorm;
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
 use serde_json::Value;
 
 /// The numbers of an `AutoencoderKL` config the encoder needs.
@@ -103,8 +104,8 @@ impl Resnet {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         match &self.shortcut {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -126,14 +127,20 @@ impl Down {
             x = r.forward(&x)?;
         }
         match &self.downsample {
-            Some(conv) => conv.forward(&x.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(
-                D::Minus2,
-                0,
-                1,
-            )?),
+            Some(conv) => conv.forward(&pad_right_bottom(&x)?),
             None => Ok(x),
         }
     }
+}
+
+/// One zero row below and one zero column right of every plane.
+fn pad_right_bottom(x: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() && x.rank() == 4 && x.dim(0)? * x.dim(1)? <= 65_535 {
+        return super::cuda::pad::pad_right_bottom(x);
+    }
+    x.pad_with_zeros(D::Minus1, 0, 1)?
+        .pad_with_zeros(D::Minus2, 0, 1)
 }
 
 /// Single-head self-attention over all positions, with a residual (diffusers' `Attention`
@@ -175,10 +182,10 @@ impl MidAttention {
         let dtype = y.dtype();
         // Scores in f32 whatever the compute dtype (diffusers upcasts the softmax too).
         let f32 = |t: Tensor| t.to_dtype(DType::F32);
-        let q = f32(self.q.forward(&y)?)?;
+        let q = (f32(self.q.forward(&y)?)? * (c as f64).powf(-0.5))?;
         let k = f32(self.k.forward(&y)?)?;
         let v = f32(self.v.forward(&y)?)?;
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * (c as f64).powf(-0.5))?;
+        let scores = q.matmul(&k.t()?)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?.to_dtype(dtype)?;
         let y = self
@@ -282,7 +289,7 @@ impl VaeEncoder {
         mark("mid.attention")?;
         let x = self.mid.2.forward(&x)?;
         mark("mid.resnets.1")?;
-        let x = self.norm_out.forward(&x)?.silu()?;
+        let x = self.norm_out.forward_silu(&x)?;
         let moments = self.quant_conv.forward(&self.conv_out.forward(&x)?)?;
         let latent = self.config.latent_channels;
         let mean = moments.narrow(1, 0, latent)?;

@@ -1,0 +1,492 @@
+//! 2-D convolution through cuDNN, called directly.
+//!
+//! candle's cuDNN path (0.11) rebuilds every descriptor, asks the heuristic for an algorithm
+//! and allocates and zeroes a fresh workspace on every call, and never allows tensor-op
+//! math: f32 convolutions ran at plain-FP32 speed (9 ms for one 3×3 at 8 × 128 × 512² on an
+//! H100) and bf16 ones were slower than f32. Here, per shape: descriptors made once, the
+//! algorithm chosen by cuDNN's own timing (`cudnnFindConvolutionForwardAlgorithm`, as
+//! PyTorch's `cudnn.benchmark` does), TF32 tensor cores for f32 (PyTorch's default for
+//! cuDNN convolutions) and tensor cores with f32 accumulation for bf16/f16, one workspace
+//! kept and grown, and the bias added in place by `cudnnAddTensor`.
+//!
+//! cudarc's safe cuDNN wrappers keep their raw descriptors private (so they cannot be cached
+//! or passed to the calls above); this module uses cudarc's `sys` bindings instead.
+
+use candle_core::backend::{BackendDevice, BackendStorage};
+use candle_core::cuda_backend::cudarc::cudnn::sys;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use candle_core::cuda_backend::{CudaStorage, CudaStorageSlice};
+use candle_core::{CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ALLOW_TF32: AtomicBool = AtomicBool::new(true);
+
+/// Whether f32 convolutions may use TF32 tensor cores (on by default, as in PyTorch).
+pub fn set_allow_tf32(allow: bool) {
+    ALLOW_TF32.store(allow, Ordering::Relaxed);
+}
+
+/// Workspaces above this are not considered when choosing an algorithm.
+const WORKSPACE_LIMIT: usize = 2 << 30;
+
+/// `x` `[n, c, h, w]` convolved with `weight` `[k, c, kh, kw]`, plus `bias` `[k]`.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let op = Conv { padding, stride };
+    let x = x.contiguous()?;
+    match bias {
+        Some(b) => x.apply_op3_no_bwd(weight, b, &op),
+        None => x.apply_op2_no_bwd(weight, &op),
+    }
+}
+
+struct Conv {
+    padding: usize,
+    stride: usize,
+}
+
+fn check(status: sys::cudnnStatus_t, what: &str) -> Result<()> {
+    status
+        .result()
+        .map_err(|e| candle_core::Error::Msg(format!("cuDNN {what}: {e:?}")))
+}
+
+fn data_type(dtype: DType) -> Result<sys::cudnnDataType_t> {
+    Ok(match dtype {
+        DType::F32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+        DType::BF16 => sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16,
+        DType::F16 => sys::cudnnDataType_t::CUDNN_DATA_HALF,
+        other => candle_core::bail!("cuDNN convolution: {other:?} is not supported"),
+    })
+}
+
+/// Descriptors and the chosen algorithm for one shape, made once.
+struct Plan {
+    x: sys::cudnnTensorDescriptor_t,
+    w: sys::cudnnFilterDescriptor_t,
+    conv: sys::cudnnConvolutionDescriptor_t,
+    y: sys::cudnnTensorDescriptor_t,
+    bias: sys::cudnnTensorDescriptor_t,
+    algo: sys::cudnnConvolutionFwdAlgo_t,
+    workspace: usize,
+    out: [usize; 4],
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        unsafe {
+            sys::cudnnDestroyTensorDescriptor(self.x);
+            sys::cudnnDestroyFilterDescriptor(self.w);
+            sys::cudnnDestroyConvolutionDescriptor(self.conv);
+            sys::cudnnDestroyTensorDescriptor(self.y);
+            sys::cudnnDestroyTensorDescriptor(self.bias);
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    device: usize,
+    dtype: DType,
+    x: [usize; 4],
+    w: [usize; 4],
+    padding: usize,
+    stride: usize,
+    tf32: bool,
+}
+
+/// One cuDNN handle per (thread, device), bound to candle's stream, and what it has planned.
+struct Handle {
+    raw: sys::cudnnHandle_t,
+    workspace: Option<CudaSlice<u8>>,
+}
+
+#[derive(Default)]
+struct State {
+    handles: HashMap<usize, Handle>,
+    plans: HashMap<Key, Plan>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+fn tensor_desc(dt: sys::cudnnDataType_t, d: [usize; 4]) -> Result<sys::cudnnTensorDescriptor_t> {
+    let mut desc = std::ptr::null_mut();
+    unsafe {
+        check(
+            sys::cudnnCreateTensorDescriptor(&mut desc),
+            "tensor descriptor",
+        )?;
+        check(
+            sys::cudnnSetTensor4dDescriptor(
+                desc,
+                sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                dt,
+                d[0] as i32,
+                d[1] as i32,
+                d[2] as i32,
+                d[3] as i32,
+            ),
+            "tensor descriptor",
+        )?;
+    }
+    Ok(desc)
+}
+
+impl Plan {
+    fn new(handle: sys::cudnnHandle_t, key: &Key) -> Result<Plan> {
+        let dt = data_type(key.dtype)?;
+        let [n, c, h, w] = key.x;
+        let [k, wc, kh, kw] = key.w;
+        if wc != c {
+            candle_core::bail!("conv2d: input has {c} channels, the weight expects {wc}");
+        }
+        let (p, s) = (key.padding, key.stride);
+        if h + 2 * p < kh || w + 2 * p < kw || s == 0 {
+            candle_core::bail!("conv2d: a {kh}×{kw} kernel does not fit {h}×{w} (padding {p})");
+        }
+        let out = [n, k, (h + 2 * p - kh) / s + 1, (w + 2 * p - kw) / s + 1];
+        let mut plan = Plan {
+            x: tensor_desc(dt, key.x)?,
+            w: std::ptr::null_mut(),
+            conv: std::ptr::null_mut(),
+            y: tensor_desc(dt, out)?,
+            bias: tensor_desc(dt, [1, k, 1, 1])?,
+            algo: sys::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+            workspace: 0,
+            out,
+        };
+        unsafe {
+            check(sys::cudnnCreateFilterDescriptor(&mut plan.w), "filter")?;
+            check(
+                sys::cudnnSetFilter4dDescriptor(
+                    plan.w,
+                    dt,
+                    sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                    k as i32,
+                    c as i32,
+                    kh as i32,
+                    kw as i32,
+                ),
+                "filter",
+            )?;
+            check(
+                sys::cudnnCreateConvolutionDescriptor(&mut plan.conv),
+                "convolution",
+            )?;
+            check(
+                sys::cudnnSetConvolution2dDescriptor(
+                    plan.conv,
+                    p as i32,
+                    p as i32,
+                    s as i32,
+                    s as i32,
+                    1,
+                    1,
+                    sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+                    sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+                ),
+                "convolution",
+            )?;
+            let math = match key.dtype {
+                DType::F32 if !key.tf32 => sys::cudnnMathType_t::CUDNN_FMA_MATH,
+                DType::F32 => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION,
+                _ => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
+            };
+            check(
+                sys::cudnnSetConvolutionMathType(plan.conv, math),
+                "math type",
+            )?;
+            const ALGOS: usize = 8;
+            let mut found = 0;
+            let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; ALGOS] = std::mem::zeroed();
+            check(
+                sys::cudnnFindConvolutionForwardAlgorithm(
+                    handle,
+                    plan.x,
+                    plan.w,
+                    plan.conv,
+                    plan.y,
+                    ALGOS as i32,
+                    &mut found,
+                    perf.as_mut_ptr(),
+                ),
+                "algorithm search",
+            )?;
+            if std::env::var_os("LDMKIT_CONV_DEBUG").is_some() {
+                for r in &perf[..found.max(0) as usize] {
+                    eprintln!(
+                        "conv {key:?}: {:?} {:?} {:?} {:.3} ms {} MiB",
+                        r.algo,
+                        r.mathType,
+                        r.status,
+                        r.time,
+                        r.memory >> 20
+                    );
+                }
+            }
+            // Fastest first; take the first that ran and fits the workspace limit, keeping
+            // FMA math when TF32 is off.
+            let best = perf[..found.max(0) as usize]
+                .iter()
+                .find(|r| {
+                    r.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS
+                        && r.memory <= WORKSPACE_LIMIT
+                        && (key.tf32
+                            || key.dtype != DType::F32
+                            || r.mathType != sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH)
+                })
+                .ok_or_else(|| {
+                    candle_core::Error::Msg(format!("cuDNN has no algorithm for {key:?}"))
+                })?;
+            check(
+                sys::cudnnSetConvolutionMathType(plan.conv, best.mathType),
+                "math type",
+            )?;
+            plan.algo = best.algo;
+            check(
+                sys::cudnnGetConvolutionForwardWorkspaceSize(
+                    handle,
+                    plan.x,
+                    plan.w,
+                    plan.conv,
+                    plan.y,
+                    plan.algo,
+                    &mut plan.workspace,
+                ),
+                "workspace size",
+            )?;
+        }
+        Ok(plan)
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} x {:?} * w {:?} (padding {}, stride {})",
+            self.dtype, self.x, self.w, self.padding, self.stride
+        )
+    }
+}
+
+fn dims4(l: &Layout, what: &str) -> Result<[usize; 4]> {
+    match l.dims() {
+        &[a, b, c, d] => Ok([a, b, c, d]),
+        d => candle_core::bail!("conv2d: {what} must be 4-D, got {d:?}"),
+    }
+}
+
+/// The device pointer of a contiguous operand (its start offset applied).
+fn ptr(s: &CudaStorage, l: &Layout, what: &str) -> Result<*const c_void> {
+    let Some((start, _)) = l.contiguous_offsets() else {
+        candle_core::bail!("conv2d: {what} must be contiguous");
+    };
+    let stream = s.device.cuda_stream();
+    macro_rules! at {
+        ($slice:expr) => {{
+            let (p, _sync) = $slice.device_ptr(&stream);
+            (p as usize + start * s.dtype().size_in_bytes()) as *const c_void
+        }};
+    }
+    Ok(match &s.slice {
+        CudaStorageSlice::F32(v) => at!(v),
+        CudaStorageSlice::BF16(v) => at!(v),
+        CudaStorageSlice::F16(v) => at!(v),
+        _ => candle_core::bail!("conv2d: {:?} is not supported", s.dtype()),
+    })
+}
+
+impl Conv {
+    fn run(
+        &self,
+        x: (&CudaStorage, &Layout),
+        w: (&CudaStorage, &Layout),
+        bias: Option<(&CudaStorage, &Layout)>,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dev = x.0.device().clone();
+        let dtype = x.0.dtype();
+        if w.0.dtype() != dtype || bias.is_some_and(|b| b.0.dtype() != dtype) {
+            candle_core::bail!("conv2d: operands of different dtypes");
+        }
+        let device = match dev.location() {
+            candle_core::DeviceLocation::Cuda { gpu_id } => gpu_id,
+            _ => unreachable!("a CUDA storage lives on a CUDA device"),
+        };
+        let key = Key {
+            device,
+            dtype,
+            x: dims4(x.1, "input")?,
+            w: dims4(w.1, "weight")?,
+            padding: self.padding,
+            stride: self.stride,
+            tf32: ALLOW_TF32.load(Ordering::Relaxed),
+        };
+        let stream = dev.cuda_stream();
+        STATE.with(|state| {
+            let mut state = state.borrow_mut();
+            let state = &mut *state;
+            let handle = match state.handles.entry(key.device) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let mut raw = std::ptr::null_mut();
+                    unsafe {
+                        check(sys::cudnnCreate(&mut raw), "handle")?;
+                        check(
+                            sys::cudnnSetStream(raw, stream.cu_stream() as sys::cudaStream_t),
+                            "stream",
+                        )?;
+                    }
+                    e.insert(Handle {
+                        raw,
+                        workspace: None,
+                    })
+                }
+            };
+            if !state.plans.contains_key(&key) {
+                let plan = Plan::new(handle.raw, &key)?;
+                state.plans.insert(key.clone(), plan);
+            }
+            let plan = &state.plans[&key];
+            if handle.workspace.as_ref().map_or(0, |w| w.len()) < plan.workspace {
+                handle.workspace = Some(
+                    stream
+                        .alloc_zeros::<u8>(plan.workspace)
+                        .map_err(|e| candle_core::Error::Msg(format!("cuDNN workspace: {e}")))?,
+                );
+            }
+            let el: usize = plan.out.iter().product();
+            let mut y = match dtype {
+                DType::F32 => CudaStorageSlice::F32(unsafe { stream.alloc::<f32>(el) }.w()?),
+                DType::BF16 => CudaStorageSlice::BF16(unsafe { stream.alloc(el) }.w()?),
+                DType::F16 => CudaStorageSlice::F16(unsafe { stream.alloc(el) }.w()?),
+                other => candle_core::bail!("conv2d: {other:?} is not supported"),
+            };
+            let (one, zero) = (1f32, 0f32);
+            let xp = ptr(x.0, x.1, "input")?;
+            let wp = ptr(w.0, w.1, "weight")?;
+            macro_rules! out {
+                ($v:expr) => {{
+                    let (p, _sync) = $v.device_ptr_mut(&stream);
+                    p as *mut c_void
+                }};
+            }
+            let yp = match &mut y {
+                CudaStorageSlice::F32(v) => out!(v),
+                CudaStorageSlice::BF16(v) => out!(v),
+                CudaStorageSlice::F16(v) => out!(v),
+                _ => unreachable!("allocated above"),
+            };
+            let (wsp, wsn) = match handle.workspace.as_mut() {
+                Some(ws) if plan.workspace > 0 => (out!(ws), ws.len()),
+                _ => (std::ptr::null_mut(), 0),
+            };
+            unsafe {
+                check(
+                    sys::cudnnConvolutionForward(
+                        handle.raw,
+                        &one as *const f32 as *const c_void,
+                        plan.x,
+                        xp,
+                        plan.w,
+                        wp,
+                        plan.conv,
+                        plan.algo,
+                        wsp,
+                        wsn,
+                        &zero as *const f32 as *const c_void,
+                        plan.y,
+                        yp,
+                    ),
+                    "convolution",
+                )?;
+                if let Some(b) = bias {
+                    let bp = ptr(b.0, b.1, "bias")?;
+                    check(
+                        sys::cudnnAddTensor(
+                            handle.raw,
+                            &one as *const f32 as *const c_void,
+                            plan.bias,
+                            bp,
+                            &one as *const f32 as *const c_void,
+                            plan.y,
+                            yp,
+                        ),
+                        "bias",
+                    )?;
+                }
+            }
+            Ok((
+                CudaStorage {
+                    slice: y,
+                    device: dev.clone(),
+                },
+                Shape::from(plan.out.to_vec()),
+            ))
+        })
+    }
+}
+
+use candle_core::cuda_backend::WrapErr;
+
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "ldmkit-cudnn-conv2d"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("ldmkit's cuDNN convolution is CUDA only")
+    }
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        w: &CudaStorage,
+        wl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        self.run((x, xl), (w, wl), None)
+    }
+}
+
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        "ldmkit-cudnn-conv2d"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("ldmkit's cuDNN convolution is CUDA only")
+    }
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        w: &CudaStorage,
+        wl: &Layout,
+        b: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        self.run((x, xl), (w, wl), Some((b, bl)))
+    }
+}
