@@ -95,11 +95,16 @@ fn go(a: &BenchEncodersArgs) -> Result<(), String> {
         } else {
             None
         };
+        let text_ops = if a.stages {
+            Some(text_op_times(&dev, a, dtype, &enc.clip.config)?)
+        } else {
+            None
+        };
         println!(
             "{}",
             serde_json::json!({
                 "impl": "ldmkit", "device": device::describe(&dev), "precision": precision,
-                "vae_stages_s": stages,
+                "vae_stages_s": stages, "text_ops_s": text_ops,
                 "vae_encode": {"batch": a.batch, "resolution": a.resolution, "step_s": vae, "images_per_s": a.batch as f64 / vae, "with_copies_images_per_s": a.batch as f64 / vae_copies},
                 "clip_text": {"batch": a.text_batch, "step_s": clip, "texts_per_s": a.text_batch as f64 / clip},
             })
@@ -173,4 +178,48 @@ fn stage_times(
         .map(|(n, s)| (n.to_string(), s.into()))
         .collect();
     Ok(serde_json::json!({"stages": stages, "ops_s": ops}))
+}
+
+/// Seconds per op of one text encoder layer at the benchmark's batch (77 tokens): which of
+/// them the text encoder's time goes to.
+fn text_op_times(
+    dev: &Device,
+    a: &BenchEncodersArgs,
+    dtype: candle_core::DType,
+    c: &crate::models::clip::ClipConfig,
+) -> Result<serde_json::Value, String> {
+    use crate::models::dense::{Activation, Dense};
+    use candle_core::Module;
+    let (b, l, h, inner) = (a.text_batch, 77, c.hidden_size, c.intermediate_size);
+    let rand = |shape: &[usize]| {
+        Tensor::randn(0f32, 1f32, shape, dev)
+            .and_then(|t| t.to_dtype(dtype))
+            .map_err(one_line)
+    };
+    let x = rand(&[b, l, h])?;
+    let big = rand(&[b, l, inner])?;
+    let qkv = rand(&[b, l, 3 * h])?;
+    let dense = |i: usize, o: usize| Ok::<_, String>(Dense::new(rand(&[o, i])?, rand(&[o])?));
+    let (to_qkv, fc1, fc2) = (dense(h, 3 * h)?, dense(h, inner)?, dense(inner, h)?);
+    let vb = candle_nn::VarBuilder::zeros(dtype, dev);
+    let ln = candle_nn::layer_norm(h, 1e-5, vb.pp("ln")).map_err(one_line)?;
+    let op = |f: &dyn Fn() -> candle_core::Result<Tensor>| {
+        timed(dev, 2, a.iters * 10, || f().map(|_| ()).map_err(one_line))
+    };
+    #[allow(unused_mut)] // only the CUDA build adds to it
+    let mut ops = serde_json::json!({
+        "layer_norm": op(&|| ln.forward(&x))?,
+        "qkv_dense": op(&|| to_qkv.forward(&x, Activation::None))?,
+        "fc1_dense_quick_gelu": op(&|| fc1.forward(&x, Activation::QuickGelu))?,
+        "fc2_dense": op(&|| fc2.forward(&big, Activation::None))?,
+        "add": op(&|| &x + &x)?,
+    });
+    #[cfg(feature = "cuda")]
+    if dev.is_cuda() {
+        let heads = c.num_attention_heads;
+        ops["attention_fused"] =
+            op(&|| crate::models::cuda::epilogue::causal_attention(&qkv, heads))?.into();
+    }
+    let _ = &qkv;
+    Ok(ops)
 }

@@ -6,8 +6,9 @@
 //! tests use tiny models), and it returns only the last layer where training needs a chosen
 //! layer ("clip skip").
 
+use super::dense::{Activation, Dense};
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 use serde_json::Value;
 
 /// The numbers of a `CLIPTextConfig` that shape the model.
@@ -53,8 +54,8 @@ impl ClipConfig {
 /// kernel instead of three: the text encoder runs hundreds of small kernels per batch, so
 /// their count matters), and the query's 1/√d scale folded into its weights.
 struct Attention {
-    qkv: Linear,
-    out: Linear,
+    qkv: Dense,
+    out: Dense,
     heads: usize,
 }
 
@@ -80,8 +81,8 @@ impl Attention {
             0,
         )?;
         Ok(Attention {
-            qkv: Linear::new(weight, Some(bias)),
-            out: linear(h, h, vb.pp("out_proj"))?,
+            qkv: Dense::new(weight, bias),
+            out: Dense::load(h, h, vb.pp("out_proj"))?,
             heads: c.num_attention_heads,
         })
     }
@@ -89,18 +90,21 @@ impl Attention {
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, l, h) = x.dims3()?;
         let d = h / self.heads;
+        let qkv = self.qkv.forward(x, Activation::None)?;
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() && super::cuda::epilogue::attention_fits(l, d) {
+            let y = super::cuda::epilogue::causal_attention(&qkv, self.heads)?;
+            return self.out.forward(&y, Activation::None);
+        }
         // [b, l, 3h] → [3, b, heads, l, d] in one copy; q, k and v are then views.
-        let qkv = self
-            .qkv
-            .forward(x)?
+        let qkv = qkv
             .reshape((b, l, 3, self.heads, d))?
             .permute((2, 0, 3, 1, 4))?
             .contiguous()?;
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-        let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = causal_softmax(&q.matmul(&k.t()?)?, mask)?;
         let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))?;
-        self.out.forward(&y)
+        self.out.forward(&y, Activation::None)
     }
 }
 
@@ -108,9 +112,9 @@ struct Layer {
     ln1: LayerNorm,
     attn: Attention,
     ln2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    quick_gelu: bool,
+    fc1: Dense,
+    fc2: Dense,
+    act: Activation,
 }
 
 impl Layer {
@@ -120,21 +124,20 @@ impl Layer {
             ln1: layer_norm(h, c.layer_norm_eps, vb.pp("layer_norm1"))?,
             attn: Attention::new(vb.pp("self_attn"), c)?,
             ln2: layer_norm(h, c.layer_norm_eps, vb.pp("layer_norm2"))?,
-            fc1: linear(h, c.intermediate_size, vb.pp("mlp.fc1"))?,
-            fc2: linear(c.intermediate_size, h, vb.pp("mlp.fc2"))?,
-            quick_gelu: c.quick_gelu,
+            fc1: Dense::load(h, c.intermediate_size, vb.pp("mlp.fc1"))?,
+            fc2: Dense::load(c.intermediate_size, h, vb.pp("mlp.fc2"))?,
+            act: if c.quick_gelu {
+                Activation::QuickGelu
+            } else {
+                Activation::Gelu
+            },
         })
     }
 
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln1.forward(x)?, mask)?)?;
-        let y = self.fc1.forward(&self.ln2.forward(&x)?)?;
-        let y = if self.quick_gelu {
-            (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?
-        } else {
-            y.gelu_erf()?
-        };
-        x + self.fc2.forward(&y)?
+        let y = self.fc1.forward(&self.ln2.forward(&x)?, self.act)?;
+        x + self.fc2.forward(&y, Activation::None)?
     }
 }
 
@@ -211,6 +214,16 @@ impl ClipTextModel {
         }
         self.final_ln.forward(&x)
     }
+}
+
+/// Softmax over keys at or before each query: one fused kernel on CUDA (the mask is then
+/// not read), the additive mask and candle's softmax elsewhere.
+fn causal_softmax(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if scores.device().is_cuda() {
+        return super::cuda::epilogue::causal_softmax(scores);
+    }
+    candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)
 }
 
 fn causal_mask(len: usize, dtype: DType, dev: &Device) -> Result<Tensor> {

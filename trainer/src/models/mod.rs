@@ -4,6 +4,7 @@ pub mod clip;
 pub mod conv;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod dense;
 pub mod device;
 pub mod encoders;
 pub mod group_norm;

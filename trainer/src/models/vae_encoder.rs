@@ -11,9 +11,10 @@
 //! several times faster than candle-nn's on the GPU; norms are most of this network's time.
 
 use super::conv::{conv2d, Conv2d};
+use super::dense::{Activation, Dense};
 use super::group_norm::GroupNorm;
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 use serde_json::Value;
 
 /// The numbers of an `AutoencoderKL` config the encoder needs.
@@ -147,10 +148,10 @@ fn pad_right_bottom(x: &Tensor) -> Result<Tensor> {
 /// as the VAE uses it).
 struct MidAttention {
     norm: GroupNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
+    q: Dense,
+    k: Dense,
+    v: Dense,
+    out: Dense,
 }
 
 impl MidAttention {
@@ -161,7 +162,7 @@ impl MidAttention {
         } else {
             ["to_q", "to_k", "to_v", "to_out.0"]
         };
-        let l = |n: &str| linear(channels, channels, vb.pp(n));
+        let l = |n: &str| Dense::load(channels, channels, vb.pp(n));
         Ok(MidAttention {
             norm: GroupNorm::new(groups, channels, EPS, vb.pp("group_norm"))?,
             q: l(names[0])?,
@@ -182,15 +183,15 @@ impl MidAttention {
         let dtype = y.dtype();
         // Scores in f32 whatever the compute dtype (diffusers upcasts the softmax too).
         let f32 = |t: Tensor| t.to_dtype(DType::F32);
-        let q = (f32(self.q.forward(&y)?)? * (c as f64).powf(-0.5))?;
-        let k = f32(self.k.forward(&y)?)?;
-        let v = f32(self.v.forward(&y)?)?;
+        let q = (f32(self.q.forward(&y, Activation::None)?)? * (c as f64).powf(-0.5))?;
+        let k = f32(self.k.forward(&y, Activation::None)?)?;
+        let v = f32(self.v.forward(&y, Activation::None)?)?;
         let scores = q.matmul(&k.t()?)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?.to_dtype(dtype)?;
         let y = self
             .out
-            .forward(&y)?
+            .forward(&y, Activation::None)?
             .transpose(1, 2)?
             .reshape((b, c, h, w))?;
         x + y

@@ -1,13 +1,12 @@
 //! The LDM downsampler's padding (one zero row below, one zero column right) as one copy;
 //! candle's `pad_with_zeros` takes two, each a full pass over the first level's activation.
 
-use super::{MODULE, PTX};
-use candle_core::backend::BackendStorage;
+use super::{view, MODULE, PTX};
 use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
-use candle_core::cuda_backend::{kernel_name, CudaStorage, Map1, WrapErr};
-use candle_core::{CudaDevice, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::cuda_backend::{kernel_name, Map1, WrapErr};
+use candle_core::{CudaDevice, Layout, Result, Shape, Tensor, WithDType};
 
 /// `[n, c, h, w]` → `[n, c, h + 1, w + 1]`, zeros in the new row and column.
 pub fn pad_right_bottom(x: &Tensor) -> Result<Tensor> {
@@ -16,34 +15,10 @@ pub fn pad_right_bottom(x: &Tensor) -> Result<Tensor> {
 
 struct PadRightBottom;
 
-impl CustomOp1 for PadRightBottom {
-    fn name(&self) -> &'static str {
-        "ldmkit-pad-right-bottom"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("ldmkit's padding kernel is CUDA only")
-    }
-
-    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-        let dev = s.device();
-        let slice = self.map(&s.slice, dev, l)?;
-        let &[n, c, h, w] = l.dims() else {
-            candle_core::bail!("pad: expected [n, c, h, w], got {:?}", l.dims());
-        };
-        Ok((
-            CudaStorage {
-                slice,
-                device: dev.clone(),
-            },
-            Shape::from((n, c, h + 1, w + 1)),
-        ))
-    }
-}
+custom_op!(1, PadRightBottom, "ldmkit-pad-right-bottom", |_op, l| {
+    let d = l.dims();
+    Shape::from((d[0], d[1], d[2] + 1, d[3] + 1))
+});
 
 impl Map1 for PadRightBottom {
     fn f<T: DeviceRepr + WithDType + ValidAsZeroBits>(
@@ -52,9 +27,6 @@ impl Map1 for PadRightBottom {
         dev: &CudaDevice,
         l: &Layout,
     ) -> Result<CudaSlice<T>> {
-        let Some((start, end)) = l.contiguous_offsets() else {
-            candle_core::bail!("pad: the input must be contiguous");
-        };
         let &[n, c, h, w] = l.dims() else {
             candle_core::bail!("pad: expected [n, c, h, w], got {:?}", l.dims());
         };
@@ -62,7 +34,7 @@ impl Map1 for PadRightBottom {
         if planes > 65_535 {
             candle_core::bail!("pad: {planes} planes is more than the kernel's grid takes");
         }
-        let x = x.slice(start..end);
+        let x = view(x, l)?;
         let out = (h + 1) * (w + 1);
         let y = unsafe { dev.alloc::<T>(planes * out)? };
         let f = dev.get_or_load_custom_func(&kernel_name::<T>("pad_rb"), MODULE, PTX)?;
