@@ -212,13 +212,8 @@ impl Plan {
             const ALGOS: usize = 8;
             let mut found = 0;
             let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; ALGOS] = std::mem::zeroed();
-            let search = if std::env::var("LDMKIT_CONV_SEARCH").as_deref() == Ok("heuristic") {
-                sys::cudnnGetConvolutionForwardAlgorithm_v7
-            } else {
-                sys::cudnnFindConvolutionForwardAlgorithm
-            };
             check(
-                search(
+                sys::cudnnFindConvolutionForwardAlgorithm(
                     handle,
                     plan.x,
                     plan.w,
