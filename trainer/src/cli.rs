@@ -57,6 +57,12 @@ pub enum Command {
     PreEncode(PreEncodeArgs),
     /// Show how CLIP tokenizes captions (ids, tokens, whether they fit in 75 tokens).
     Tokenize(TokenizeArgs),
+    /// Fine-tune the whole UNet on pre-encoded data (see `ldmkit pre-encode`), with optional
+    /// class-prior preservation; writes a run folder that --resume continues.
+    Train(TrainArgs),
+    /// Turn a training run into a release checkpoint: the run's UNet (or its EMA) with the
+    /// base model's VAE and text encoder, in the original LDM layout.
+    Export(ExportArgs),
     /// Draw images from a model (text encoder, UNet with DDIM and classifier-free guidance,
     /// VAE decoder): a quick look at what a checkpoint does.
     Sample(SampleArgs),
@@ -333,9 +339,14 @@ pub struct SampleArgs {
     /// the model folder's tokenizer/.
     #[arg(long, value_name = "PATH")]
     pub tokenizer: Option<PathBuf>,
-    /// Prompts; one image each.
+    /// Prompts; one image each (N each with -n).
     #[arg(long, num_args = 1.., required = true)]
     pub prompt: Vec<String>,
+    /// Images per prompt, each with the next seed. With -n, each image also gets a
+    /// same-named .txt caption (the prompt), so the folder is ready for `pre-encode`
+    /// (class images for --prior-data).
+    #[arg(short = 'n', long = "count")]
+    pub count: Option<usize>,
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
     /// Use a training checkpoint's EMA weights (model_ema.*) for the UNet.
@@ -374,4 +385,119 @@ pub struct SampleArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The model to fine-tune (any SD 1.x / 2.x checkpoint or diffusers folder); its VAE
+    /// draws the previews.
+    #[arg(long, value_name = "FILE", required_unless_present = "resume")]
+    pub model: Option<PathBuf>,
+    /// A pre-encoded data folder (`ldmkit pre-encode`).
+    #[arg(long, value_name = "DIR", required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// The run folder to create.
+    #[arg(long, value_name = "RUN", required_unless_present = "resume", conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in RUN from its last complete checkpoint, with its saved settings
+    /// (only --steps, --save-every, --sample-every and --device may change).
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<PathBuf>,
+    /// Class-prior preservation (DreamBooth): a pre-encoded folder of class images (make them
+    /// with `ldmkit sample -n N`), mixed into every batch with its own loss term.
+    #[arg(long, value_name = "DIR")]
+    pub prior_data: Option<PathBuf>,
+    /// Weight of the prior-preservation loss.
+    #[arg(long, default_value_t = 1.0)]
+    pub prior_weight: f64,
+    /// Optimizer steps in all.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Samples per micro-batch (and as many prior samples with --prior-data).
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Peak learning rate (absolute: not scaled by batch size).
+    #[arg(long, default_value_t = 1e-5)]
+    pub lr: f64,
+    /// Linear learning-rate warm-up, in optimizer steps.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: u64,
+    #[arg(long, default_value_t = 0.9)]
+    pub adam_beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    pub adam_beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_eps: f64,
+    /// AdamW's decoupled weight decay (torch's default).
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Clip the gradient norm to this (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Keep an EMA of the weights (LitEma's schedule); `export --ema` releases it.
+    #[arg(long)]
+    pub ema: bool,
+    #[arg(long, default_value_t = 0.9999)]
+    pub ema_decay: f64,
+    /// Probability of training a sample on the empty caption instead of its own.
+    #[arg(long, default_value_t = 0.0)]
+    pub caption_dropout: f64,
+    /// min-SNR-γ loss weighting (5 is the paper's choice).
+    #[arg(long)]
+    pub min_snr_gamma: Option<f64>,
+    /// Noise offset (about 0.1 helps very dark and bright images).
+    #[arg(long, default_value_t = 0.0)]
+    pub noise_offset: f64,
+    /// What the UNet predicts: epsilon (SD 1.x, SD 2.x base) or v (SD 2.x 768-v).
+    #[arg(long, default_value = "epsilon", value_parser = ["epsilon", "v"])]
+    pub prediction: String,
+    /// Compute dtype: bf16 (GPU default) or f32 (CPU); weights and optimizer stay f32.
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Recompute each block's activations in the backward pass (less memory, ~30% slower).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Save a checkpoint every N steps (and at the end).
+    #[arg(long)]
+    pub save_every: Option<u64>,
+    /// Checkpoints kept (0: all).
+    #[arg(long, default_value_t = 2)]
+    pub keep_checkpoints: usize,
+    /// Draw the data folder's sample prompts every N steps (0: never).
+    #[arg(long)]
+    pub sample_every: Option<u64>,
+    /// DDIM steps of a preview.
+    #[arg(long, default_value_t = 25)]
+    pub sample_steps: usize,
+    /// Classifier-free guidance of previews.
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    /// auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run folder.
+    pub run: PathBuf,
+    /// The release the run started from: its VAE and text encoder go into the result.
+    #[arg(long, value_name = "FILE")]
+    pub base: PathBuf,
+    /// Release the EMA weights (the run must have used --ema).
+    #[arg(long)]
+    pub ema: bool,
+    /// The checkpoint to export (default: the last).
+    #[arg(long)]
+    pub step: Option<u64>,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }

@@ -11,6 +11,7 @@ mod encode;
 mod format;
 mod models;
 mod text;
+mod train;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ fn main() -> ExitCode {
         cli::Command::PreEncode(a) => cmd::pre_encode::run(&a),
         cli::Command::Tokenize(a) => cmd::tokenize::run(&a),
         cli::Command::Sample(a) => cmd::sample::run(&a),
+        cli::Command::Train(a) => cmd::train::run(&a),
+        cli::Command::Export(a) => cmd::export::run(&a),
         cli::Command::BenchEncoders(a) => cmd::bench_encoders::run(&a),
     };
     ExitCode::from(code)

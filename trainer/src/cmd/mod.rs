@@ -2,15 +2,17 @@
 
 pub mod bench_encoders;
 pub mod diff;
+pub mod export;
 pub mod inputs;
 pub mod inspect;
 pub mod pre_encode;
-mod rewrite;
+pub mod rewrite;
 pub mod sample;
 pub mod scan;
 pub mod shortcuts;
 pub mod stats;
 pub mod tokenize;
+pub mod train;
 
 use ldmkit_core::source::{FileSource, SharedSource};
 use std::path::Path;

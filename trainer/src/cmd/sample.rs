@@ -46,10 +46,15 @@ fn go(a: &SampleArgs) -> Result<(), (PathBuf, String)> {
         ClipTokenizer::load(&tokenizer_path).map_err(|e| (tokenizer_path.clone(), e))?;
     let sampler = Sampler::load(&model, tokenizer, &device, dtype, a.clip_skip)
         .map_err(|e| (a.model.clone(), e))?;
+    let count = a.count.unwrap_or(1);
+    if count == 0 {
+        return Err(arg("-n must be at least 1".into()));
+    }
+    let images = a.prompt.len() * count;
     let bar = if a.quiet {
         ProgressBar::hidden()
     } else {
-        let b = ProgressBar::new((a.steps * a.prompt.len()) as u64);
+        let b = ProgressBar::new((a.steps * images) as u64);
         b.set_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {wide_bar} step {pos}/{len} eta {eta}",
@@ -58,7 +63,12 @@ fn go(a: &SampleArgs) -> Result<(), (PathBuf, String)> {
         );
         b
     };
-    for (i, prompt) in a.prompt.iter().enumerate() {
+    let jobs = a
+        .prompt
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p, count))
+        .enumerate();
+    for (i, prompt) in jobs {
         let request = Request {
             prompt,
             negative: &a.negative_prompt,
@@ -73,7 +83,7 @@ fn go(a: &SampleArgs) -> Result<(), (PathBuf, String)> {
         let pixels = sampler
             .sample(&request, |s| bar.set_position(base + s as u64))
             .map_err(|e| (a.model.clone(), e))?;
-        let out = output_for(&a.output, i, a.prompt.len());
+        let out = output_for(&a.output, i, images);
         let image = image::RgbImage::from_raw(a.width as u32, a.height as u32, pixels)
             .ok_or_else(|| (out.clone(), "decoded image has the wrong size".to_string()))?;
         let tmp = out.with_extension("png.tmp");
@@ -81,6 +91,12 @@ fn go(a: &SampleArgs) -> Result<(), (PathBuf, String)> {
             .save_with_format(&tmp, image::ImageFormat::Png)
             .and_then(|_| std::fs::rename(&tmp, &out).map_err(image::ImageError::IoError))
             .map_err(|e| (out.clone(), e.to_string()))?;
+        if a.count.is_some() {
+            // The caption pre-encode pairs with the image (kohya's same-stem .txt).
+            let caption = out.with_extension("txt");
+            crate::encode::shards::write_atomically(&caption, prompt.as_bytes())
+                .map_err(|e| (caption.clone(), e))?;
+        }
         bar.println(format!("{}: {prompt}", out.display()));
     }
     bar.finish_and_clear();

@@ -1,0 +1,184 @@
+//! Pre-encoded training data (what `ldmkit pre-encode` writes): the manifest, its shards
+//! memory-mapped, and batches drawn in a seeded order, one aspect-ratio bucket per batch.
+//!
+//! Only the rows of a batch are read; a shard costs address space, not memory. An epoch
+//! shuffles each bucket's samples, cuts them into batches (the last one of a bucket may be
+//! short) and shuffles the batches, so buckets interleave; the position in that order is
+//! two numbers (epoch, batch) that a checkpoint records.
+
+use super::rng::{generator, Stream};
+use crate::encode::manifest::Manifest;
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub struct Dataset {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    shards: Vec<MmapedSafetensors>,
+    /// (shard, row) per sample, grouped by bucket (width, height).
+    buckets: BTreeMap<(u32, u32), Vec<(usize, usize)>>,
+}
+
+/// Samples of one bucket, as host f32 tensors.
+pub struct Batch {
+    pub mean: Tensor,
+    pub std: Tensor,
+    pub text: Tensor,
+}
+
+/// Where in the data order a run is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub epoch: u64,
+    pub batch: usize,
+}
+
+impl Dataset {
+    pub fn open(dir: &Path) -> Result<Dataset, String> {
+        let manifest = Manifest::read(dir)?.ok_or_else(|| {
+            format!(
+                "{}: no manifest.json (make one with `ldmkit pre-encode`)",
+                dir.display()
+            )
+        })?;
+        let mut shards = Vec::new();
+        let mut buckets: BTreeMap<(u32, u32), Vec<(usize, usize)>> = BTreeMap::new();
+        for shard in &manifest.shards {
+            let path = dir.join(&shard.file);
+            if shard.file.contains("..") || Path::new(&shard.file).is_absolute() {
+                return Err(format!("{}: shard path outside the folder", path.display()));
+            }
+            // SAFETY: the shards are ours and are not rewritten while training reads them.
+            let st = unsafe { MmapedSafetensors::new(&path) }
+                .map_err(|e| format!("{}: {}", path.display(), crate::models::one_line(e)))?;
+            let rows = shard.samples.len();
+            for name in ["latent_mean", "latent_std", "text"] {
+                let view = st
+                    .get(name)
+                    .map_err(|e| format!("{}: {}", path.display(), crate::models::one_line(e)))?;
+                if view.shape().first() != Some(&rows) {
+                    return Err(format!(
+                        "{}: '{name}' has {:?} rows, the manifest says {rows}",
+                        path.display(),
+                        view.shape().first()
+                    ));
+                }
+            }
+            let index = shards.len();
+            shards.push(st);
+            buckets
+                .entry((shard.width, shard.height))
+                .or_default()
+                .extend((0..rows).map(|r| (index, r)));
+        }
+        if buckets.is_empty() {
+            return Err(format!("{}: the manifest lists no samples", dir.display()));
+        }
+        Ok(Dataset {
+            dir: dir.to_path_buf(),
+            manifest,
+            shards,
+            buckets,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.values().map(Vec::len).sum()
+    }
+
+    /// The batches of `epoch`: lists of (shard, row), one bucket each.
+    pub fn epoch(&self, seed: u64, stream: Stream, epoch: u64, batch_size: usize) -> Vec<Vec<(usize, usize)>> {
+        let mut rng = generator(seed, stream, epoch, 0);
+        let mut batches = Vec::new();
+        for samples in self.buckets.values() {
+            let mut order = samples.clone();
+            order.shuffle(&mut rng);
+            batches.extend(order.chunks(batch_size.max(1)).map(<[_]>::to_vec));
+        }
+        batches.shuffle(&mut rng);
+        batches
+    }
+
+    /// The batch at `cursor`, moving the cursor on (to the next epoch when this one ends).
+    pub fn next(&self, seed: u64, stream: Stream, batch_size: usize, cursor: &mut Cursor) -> Result<Batch, String> {
+        let batches = self.epoch(seed, stream, cursor.epoch, batch_size);
+        if cursor.batch >= batches.len() {
+            cursor.epoch += 1;
+            cursor.batch = 0;
+            return self.next(seed, stream, batch_size, cursor);
+        }
+        let rows = &batches[cursor.batch];
+        cursor.batch += 1;
+        if cursor.batch == batches.len() {
+            cursor.epoch += 1;
+            cursor.batch = 0;
+        }
+        self.read(rows)
+    }
+
+    fn read(&self, rows: &[(usize, usize)]) -> Result<Batch, String> {
+        let gather = |name: &str| -> Result<Tensor, String> {
+            let parts = rows
+                .iter()
+                .map(|&(s, r)| {
+                    let shard = &self.shards[s];
+                    let file = self.dir.join(&self.manifest.shards[s].file);
+                    let fail = |e: candle_core::Error| format!("{}: {name}: {}", file.display(), crate::models::one_line(e));
+                    let view = shard.get(name).map_err(fail)?;
+                    let row_shape = &view.shape()[1..];
+                    let row_bytes = view.data().len() / view.shape()[0];
+                    let bytes = &view.data()[r * row_bytes..(r + 1) * row_bytes];
+                    let dtype = candle_core::DType::try_from(view.dtype()).map_err(fail)?;
+                    Tensor::from_raw_buffer(bytes, dtype, row_shape, &Device::Cpu)
+                        .and_then(|t| t.to_dtype(candle_core::DType::F32))
+                        .map_err(fail)
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Tensor::stack(&parts, 0).map_err(crate::models::one_line)
+        };
+        Ok(Batch {
+            mean: gather("latent_mean")?,
+            std: gather("latent_std")?,
+            text: gather("text")?,
+        })
+    }
+
+    /// The empty caption's text states `[1, 77, width]` and the sample prompts' (with their
+    /// texts), from the folder's extras file.
+    pub fn extras(&self) -> Result<Extras, String> {
+        let path = self.dir.join(&self.manifest.extras);
+        let fail = |e: candle_core::Error| format!("{}: {}", path.display(), crate::models::one_line(e));
+        let st = candle_core::safetensors::load(&path, &Device::Cpu).map_err(fail)?;
+        let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32).map_err(fail);
+        let empty = f32(st
+            .get("empty")
+            .ok_or_else(|| format!("{}: no 'empty' text states", path.display()))?)?;
+        let prompts = match st.get("sample_prompts") {
+            Some(t) => Some(f32(t)?),
+            None => None,
+        };
+        let texts = read_prompt_texts(&path).unwrap_or_default();
+        Ok(Extras {
+            empty,
+            prompts,
+            texts,
+        })
+    }
+}
+
+pub struct Extras {
+    pub empty: Tensor,
+    pub prompts: Option<Tensor>,
+    pub texts: Vec<String>,
+}
+
+fn read_prompt_texts(path: &Path) -> Option<Vec<String>> {
+    let bytes = std::fs::read(path).ok()?;
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8 + n)?).ok()?;
+    serde_json::from_str(header["__metadata__"]["sample_prompts"].as_str()?).ok()
+}

@@ -1,0 +1,11 @@
+//! The training convolution. candle's own `conv2d` (im2col and a matrix product, with a
+//! backward) everywhere; on CUDA builds with cuDNN, the forward and both gradients go through
+//! cuDNN instead ([`crate::models::cuda`]), since candle's input gradient is a naive
+//! transposed-convolution kernel (TRAINER-FACTS §1.2, R3).
+
+use candle_core::{Result, Tensor};
+
+/// `x` `[b, cin, h, w]` ⊛ `w` `[cout, cin, k, k]`, no bias.
+pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    x.conv2d(w, padding, stride, 1, 1)
+}

@@ -1,0 +1,154 @@
+//! The UNet's layers over [`View`] weights, all with a backward pass: linear, convolution,
+//! GroupNorm and LayerNorm (statistics in f32 whatever the compute dtype, as CompVis'
+//! `GroupNorm32` and autocast's layer norm do), GEGLU and nearest upsampling.
+//!
+//! candle-nn's fused LayerNorm has no backward (the graph is cut silently: TRAINER-FACTS
+//! §1.2), and its upsampling backward runs one convolution per channel; these are written
+//! from differentiable ops instead.
+
+use super::params::{Builder, View, P};
+use candle_core::{DType, Result, Tensor};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Linear {
+    w: P,
+    b: Option<P>,
+}
+
+impl Linear {
+    pub fn new(b: &mut Builder, name: &str, input: usize, output: usize, bias: bool) -> Result<Self> {
+        Ok(Linear {
+            w: b.get(&format!("{name}.weight"), (output, input))?,
+            b: if bias {
+                Some(b.get(&format!("{name}.bias"), output)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// `x · wᵀ + b` for `x` `[..., in]`.
+    pub fn forward(&self, v: &View, x: &Tensor) -> Result<Tensor> {
+        let w = v.get(self.w);
+        let dims = x.dims().to_vec();
+        let input = dims[dims.len() - 1];
+        let rows = x.elem_count() / input.max(1);
+        let y = x.reshape((rows, input))?.matmul(&w.t()?)?;
+        let y = match self.b {
+            Some(b) => y.broadcast_add(v.get(b))?,
+            None => y,
+        };
+        let mut shape = dims;
+        *shape.last_mut().expect("rank ≥ 1") = y.dim(1)?;
+        y.reshape(shape)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2d {
+    w: P,
+    b: P,
+    padding: usize,
+    stride: usize,
+}
+
+impl Conv2d {
+    pub fn new(
+        b: &mut Builder,
+        name: &str,
+        input: usize,
+        output: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        Ok(Conv2d {
+            w: b.get(&format!("{name}.weight"), (output, input, kernel, kernel))?,
+            b: b.get(&format!("{name}.bias"), output)?,
+            padding: kernel / 2,
+            stride,
+        })
+    }
+
+    pub fn forward(&self, v: &View, x: &Tensor) -> Result<Tensor> {
+        let y = super::conv::conv2d(x, v.get(self.w), self.padding, self.stride)?;
+        let c = y.dim(1)?;
+        y.broadcast_add(&v.get(self.b).reshape((1, c, 1, 1))?)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct GroupNorm {
+    w: P,
+    b: P,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub fn new(b: &mut Builder, name: &str, channels: usize, groups: usize, eps: f64) -> Result<Self> {
+        if groups == 0 || channels % groups != 0 {
+            candle_core::bail!("{name}: {channels} channels do not split into {groups} groups");
+        }
+        Ok(GroupNorm {
+            w: b.get(&format!("{name}.weight"), channels)?,
+            b: b.get(&format!("{name}.bias"), channels)?,
+            groups,
+            eps,
+        })
+    }
+
+    /// The norm of `x` `[b, c, h, w]`, optionally followed by SiLU (every resnet's pairing).
+    pub fn forward(&self, v: &View, x: &Tensor, silu: bool) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let flat = x.to_dtype(DType::F32)?.reshape((b, self.groups, (c / self.groups) * h * w))?;
+        let mean = flat.mean_keepdim(2)?;
+        let centred = flat.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(2)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.reshape((b, c, h, w))?;
+        let weight = v.get(self.w).to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
+        let bias = v.get(self.b).to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
+        let y = normed.broadcast_mul(&weight)?.broadcast_add(&bias)?;
+        let y = if silu { y.silu()? } else { y };
+        y.to_dtype(x.dtype())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct LayerNorm {
+    w: P,
+    b: P,
+}
+
+/// LayerNorm's epsilon in diffusers' transformer blocks.
+const LAYER_NORM_EPS: f64 = 1e-5;
+
+impl LayerNorm {
+    pub fn new(b: &mut Builder, name: &str, width: usize) -> Result<Self> {
+        Ok(LayerNorm {
+            w: b.get(&format!("{name}.weight"), width)?,
+            b: b.get(&format!("{name}.bias"), width)?,
+        })
+    }
+
+    /// Over the last axis of `x`.
+    pub fn forward(&self, v: &View, x: &Tensor) -> Result<Tensor> {
+        let x32 = x.to_dtype(DType::F32)?;
+        let last = x.rank() - 1;
+        let centred = x32.broadcast_sub(&x32.mean_keepdim(last)?)?;
+        let var = centred.sqr()?.mean_keepdim(last)?;
+        let normed = centred.broadcast_div(&(var + LAYER_NORM_EPS)?.sqrt()?)?;
+        let y = normed
+            .broadcast_mul(&v.get(self.w).to_dtype(DType::F32)?)?
+            .broadcast_add(&v.get(self.b).to_dtype(DType::F32)?)?;
+        y.to_dtype(x.dtype())
+    }
+}
+
+/// Nearest-neighbour ×2 upsampling as a broadcast: its backward is a sum over the copies.
+pub fn upsample_nearest_x2(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    x.reshape((b, c, h, 1, w, 1))?
+        .broadcast_as((b, c, h, 2, w, 2))?
+        .reshape((b, c, 2 * h, 2 * w))
+}
+

@@ -1,0 +1,137 @@
+//! Running the network block by block, either keeping every block's autograd graph (plain
+//! training) or keeping only each block's inputs and recomputing the block during the
+//! backward pass (activation recomputation, "gradient checkpointing", as CompVis'
+//! `use_checkpoint` does for every ResBlock and transformer).
+//!
+//! candle has no checkpointing (TRAINER-FACTS §1.3), so the backward is driven here: the
+//! network's forward is written once against [`Runner`]; [`Recompute`] records each block
+//! as a closure with detached inputs, and [`Recompute::backward`] walks the blocks in reverse,
+//! re-runs each on fresh leaf copies of its inputs, seeds autograd with the output's gradient
+//! (`Σ y ⊙ dy` has gradient `dy` with respect to `y`), and passes the input gradients on.
+//! Only one block's graph exists at any time.
+
+use candle_core::{DType, Result, Tensor, TensorId, Var};
+use std::collections::{HashMap, HashSet};
+
+/// One block: outputs from inputs (weights and constants such as the text states are
+/// captured by the closure).
+pub type Block<'a> = Box<dyn Fn(&[Tensor]) -> Result<Tensor> + 'a>;
+
+pub trait Runner<'a> {
+    fn run(&mut self, inputs: &[&Tensor], block: Block<'a>) -> Result<Tensor>;
+}
+
+/// Every block runs once and keeps its graph: one `backward()` from the loss does the rest.
+pub struct Plain;
+
+impl<'a> Runner<'a> for Plain {
+    fn run(&mut self, inputs: &[&Tensor], block: Block<'a>) -> Result<Tensor> {
+        let inputs: Vec<Tensor> = inputs.iter().map(|&t| t.clone()).collect();
+        block(&inputs)
+    }
+}
+
+struct Entry<'a> {
+    block: Block<'a>,
+    inputs: Vec<Tensor>,
+    output: TensorId,
+}
+
+/// Blocks recorded for recomputation.
+#[derive(Default)]
+pub struct Recompute<'a> {
+    entries: Vec<Entry<'a>>,
+    /// Values some block produced (the only ones that need a gradient).
+    produced: HashSet<TensorId>,
+}
+
+impl<'a> Runner<'a> for Recompute<'a> {
+    fn run(&mut self, inputs: &[&Tensor], block: Block<'a>) -> Result<Tensor> {
+        let inputs: Vec<Tensor> = inputs.iter().map(|t| t.detach()).collect();
+        let output = block(&inputs)?.detach();
+        self.produced.insert(output.id());
+        self.entries.push(Entry {
+            block,
+            inputs,
+            output: output.id(),
+        });
+        Ok(output)
+    }
+}
+
+/// Per-parameter gradient sums (f32), over blocks, micro-batches and passes.
+pub struct Gradients {
+    pub sums: Vec<Option<Tensor>>,
+}
+
+impl Gradients {
+    pub fn new(n: usize) -> Gradients {
+        Gradients {
+            sums: vec![None; n],
+        }
+    }
+
+    /// Add what `store` holds for each of `vars`.
+    pub fn add(&mut self, vars: &[Var], store: &mut candle_core::backprop::GradStore) -> Result<()> {
+        for (sum, var) in self.sums.iter_mut().zip(vars) {
+            if let Some(g) = store.remove(var.as_tensor()) {
+                let g = g.to_dtype(DType::F32)?;
+                *sum = Some(match sum.take() {
+                    Some(s) => (s + g)?,
+                    None => g,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Recompute<'a> {
+    /// Back-propagate `grad` (the gradient of the loss with respect to `output`, the last
+    /// block's output) through every block, adding parameter gradients to `into`.
+    pub fn backward(
+        mut self,
+        output: &Tensor,
+        grad: Tensor,
+        vars: &[Var],
+        into: &mut Gradients,
+    ) -> Result<()> {
+        let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
+        grads.insert(output.id(), grad);
+        while let Some(entry) = self.entries.pop() {
+            let Some(dy) = grads.remove(&entry.output) else {
+                continue;
+            };
+            let leaves: Vec<Option<Var>> = entry
+                .inputs
+                .iter()
+                .map(|t| {
+                    self.produced
+                        .contains(&t.id())
+                        .then(|| Var::from_tensor(t))
+                        .transpose()
+                })
+                .collect::<Result<_>>()?;
+            let inputs: Vec<Tensor> = entry
+                .inputs
+                .iter()
+                .zip(&leaves)
+                .map(|(t, l)| l.as_ref().map_or_else(|| t.clone(), |v| v.as_tensor().clone()))
+                .collect();
+            let y = (entry.block)(&inputs)?;
+            let mut store = (y * dy)?.sum_all()?.backward()?;
+            for (t, leaf) in entry.inputs.iter().zip(&leaves) {
+                let Some(leaf) = leaf else { continue };
+                if let Some(g) = store.remove(leaf.as_tensor()) {
+                    let g = match grads.remove(&t.id()) {
+                        Some(prev) => (prev + g)?,
+                        None => g,
+                    };
+                    grads.insert(t.id(), g);
+                }
+            }
+            into.add(vars, &mut store)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! AdamW exactly as `torch.optim.AdamW` computes it (decoupled weight decay applied first,
+//! bias corrections, `eps` added after the square root), gradient-norm clipping as
+//! `torch.nn.utils.clip_grad_norm_`, and the learning rate's linear warm-up.
+//!
+//! candle-nn's AdamW keeps its moments in the parameter's dtype and cannot be saved or
+//! restored; here the moments are plain f32 tensors that the run folder checkpoints.
+
+use candle_core::{Result, Tensor, Var};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    /// torch's defaults.
+    fn default() -> Self {
+        AdamWConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+pub struct AdamW {
+    pub config: AdamWConfig,
+    /// Optimizer steps taken.
+    pub step: u64,
+    pub m: Vec<Tensor>,
+    pub v: Vec<Tensor>,
+}
+
+impl AdamW {
+    pub fn new(config: AdamWConfig, vars: &[Var]) -> Result<AdamW> {
+        let zeros = || -> Result<Vec<Tensor>> { vars.iter().map(|v| v.as_tensor().zeros_like()).collect() };
+        Ok(AdamW {
+            config,
+            step: 0,
+            m: zeros()?,
+            v: zeros()?,
+        })
+    }
+
+    /// One step at learning rate `lr` with `grads` (f32, one per var; `None` = no gradient,
+    /// left untouched as torch does).
+    pub fn apply(&mut self, vars: &[Var], grads: &[Option<Tensor>], lr: f64) -> Result<()> {
+        self.step += 1;
+        let c = self.config;
+        let t = self.step as i32;
+        let bias1 = 1.0 - c.beta1.powi(t);
+        let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        let step_size = lr / bias1;
+        for (i, (var, g)) in vars.iter().zip(grads).enumerate() {
+            let Some(g) = g else { continue };
+            let m = ((&self.m[i] * c.beta1)? + (g * (1.0 - c.beta1))?)?;
+            let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+            let denom = ((v.sqrt()? / bias2_sqrt)? + c.eps)?;
+            let decayed = (var.as_tensor() * (1.0 - lr * c.weight_decay))?;
+            let updated = (decayed - ((&m / denom)? * step_size)?)?;
+            var.set(&updated)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(())
+    }
+}
+
+/// Scale `grads` so their joint L2 norm is at most `max_norm`; returns the norm before.
+pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
+    let mut total = 0f64;
+    for g in grads.iter().flatten() {
+        total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    let norm = total.sqrt();
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        for g in grads.iter_mut().flatten() {
+            *g = (&*g * coef)?;
+        }
+    }
+    Ok(norm)
+}
+
+/// The learning rate at optimizer step `step` (1-based): linear warm-up over `warmup` steps,
+/// then constant (CompVis' `LambdaLinearScheduler` with f_max = f_min = 1).
+pub fn learning_rate(base: f64, step: u64, warmup: u64) -> f64 {
+    if warmup == 0 || step >= warmup {
+        base
+    } else {
+        base * step as f64 / warmup as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_up_is_linear_then_flat() {
+        assert_eq!(learning_rate(1e-4, 1, 0), 1e-4);
+        assert!((learning_rate(1e-4, 50, 100) - 5e-5).abs() < 1e-12);
+        assert_eq!(learning_rate(1e-4, 100, 100), 1e-4);
+        assert_eq!(learning_rate(1e-4, 5000, 100), 1e-4);
+    }
+}
