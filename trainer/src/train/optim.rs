@@ -109,4 +109,50 @@ mod tests {
         assert_eq!(learning_rate(1e-4, 100, 100), 1e-4);
         assert_eq!(learning_rate(1e-4, 5000, 100), 1e-4);
     }
+
+    /// Three steps equal `torch.optim.AdamW`'s with the same hyper-parameters (run by the
+    /// test venv's torch).
+    #[test]
+    fn matches_torch_adamw() {
+        let Some(python) = std::env::var_os("LDMKIT_PYTHON") else {
+            eprintln!("LDMKIT_PYTHON not set: torch comparison skipped");
+            return;
+        };
+        let dev = candle_core::Device::Cpu;
+        let param = Tensor::randn(0f32, 1f32, (17, 13), &dev).unwrap();
+        let grads: Vec<Tensor> = (0..3)
+            .map(|i| (Tensor::randn(0f32, 1f32, (17, 13), &dev).unwrap() * (0.1 + i as f64)).unwrap())
+            .collect();
+        let config = AdamWConfig {
+            lr: 3e-2,
+            beta1: 0.8,
+            beta2: 0.95,
+            eps: 1e-6,
+            weight_decay: 0.1,
+        };
+        let var = Var::from_tensor(&param).unwrap();
+        let mut adam = AdamW::new(config, std::slice::from_ref(&var)).unwrap();
+        for g in &grads {
+            adam.apply(std::slice::from_ref(&var), &[Some(g.clone())], config.lr).unwrap();
+        }
+        let result = var.as_tensor().clone();
+        let names: Vec<String> = (0..grads.len()).map(|i| format!("grad.{i}")).collect();
+        let mut tensors = vec![("param", &param), ("result", &result)];
+        tensors.extend(names.iter().map(String::as_str).zip(&grads));
+        let meta = [("lr", config.lr), ("beta1", config.beta1), ("beta2", config.beta2), ("eps", config.eps), ("weight_decay", config.weight_decay)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("adamw.safetensors");
+        std::fs::write(&path, crate::encode::shards::serialize(&tensors, meta).unwrap()).unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = std::process::Command::new(python)
+            .arg(root.join("tests/python/train_ref.py"))
+            .arg("adamw")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "ldmkit's AdamW differs from torch's");
+    }
 }

@@ -285,8 +285,7 @@ impl Trainer {
             let leaf = Var::from_tensor(&pred)?;
             let (loss, per) = weighted_mse(leaf.as_tensor(), &p.target, &p.weights)?;
             let mut store = loss.backward()?;
-            let dpred = store
-                .remove(leaf.as_tensor())
+            let dpred = super::nn::recompute::take(&mut store, leaf.as_tensor())
                 .ok_or_else(|| candle_core::Error::Msg("no gradient for the UNet output".into()))?;
             tape.backward(&pred, dpred, vars, grads)?;
             Ok(per)

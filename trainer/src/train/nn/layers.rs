@@ -152,3 +152,4 @@ pub fn upsample_nearest_x2(x: &Tensor) -> Result<Tensor> {
         .reshape((b, c, 2 * h, 2 * w))
 }
 
+

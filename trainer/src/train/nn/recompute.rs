@@ -59,6 +59,14 @@ impl<'a> Runner<'a> for Recompute<'a> {
     }
 }
 
+/// Take the gradient of `t` out of `store`, cut from the graph: candle detaches the
+/// gradients of inner nodes but not those of leaves, which stay attached to the backward
+/// computation (the weights it multiplied by). Kept attached, they hold that graph alive
+/// and a later backward through them would differentiate the weights a second time.
+pub fn take(store: &mut candle_core::backprop::GradStore, t: &Tensor) -> Option<Tensor> {
+    store.remove(t).map(|g| g.detach())
+}
+
 /// Per-parameter gradient sums (f32), over blocks, micro-batches and passes.
 pub struct Gradients {
     pub sums: Vec<Option<Tensor>>,
@@ -74,7 +82,7 @@ impl Gradients {
     /// Add what `store` holds for each of `vars`.
     pub fn add(&mut self, vars: &[Var], store: &mut candle_core::backprop::GradStore) -> Result<()> {
         for (sum, var) in self.sums.iter_mut().zip(vars) {
-            if let Some(g) = store.remove(var.as_tensor()) {
+            if let Some(g) = take(store, var.as_tensor()) {
                 let g = g.to_dtype(DType::F32)?;
                 *sum = Some(match sum.take() {
                     Some(s) => (s + g)?,
@@ -122,7 +130,7 @@ impl<'a> Recompute<'a> {
             let mut store = (y * dy)?.sum_all()?.backward()?;
             for (t, leaf) in entry.inputs.iter().zip(&leaves) {
                 let Some(leaf) = leaf else { continue };
-                if let Some(g) = store.remove(leaf.as_tensor()) {
+                if let Some(g) = take(&mut store, leaf.as_tensor()) {
                     let g = match grads.remove(&t.id()) {
                         Some(prev) => (prev + g)?,
                         None => g,
