@@ -23,4 +23,5 @@ mod interop;
 mod rewrite;
 mod scan;
 mod trainer;
+mod training;
 mod util;

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 const RES: &str = "64";
 
-fn model() -> PathBuf {
+pub(crate) fn model() -> PathBuf {
     fixture("layouts/sd1_tiny_ldm.safetensors")
 }
 
-fn tokenizer() -> PathBuf {
+pub(crate) fn tokenizer() -> PathBuf {
     fixture("tokenizer")
 }
 
@@ -29,7 +29,7 @@ fn picture(w: u32, h: u32, seed: u32) -> RgbImage {
     })
 }
 
-fn png(w: u32, h: u32, seed: u32) -> Vec<u8> {
+pub(crate) fn png(w: u32, h: u32, seed: u32) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     picture(w, h, seed)
         .write_to(&mut out, image::ImageFormat::Png)

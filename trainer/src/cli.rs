@@ -397,7 +397,12 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
     pub data: Option<PathBuf>,
     /// The run folder to create.
-    #[arg(long, value_name = "RUN", required_unless_present = "resume", conflicts_with = "resume")]
+    #[arg(
+        long,
+        value_name = "RUN",
+        required_unless_present = "resume",
+        conflicts_with = "resume"
+    )]
     pub out: Option<PathBuf>,
     /// Continue the run in RUN from its last complete checkpoint, with its saved settings
     /// (only --steps, --save-every, --sample-every and --device may change).

@@ -1,14 +1,15 @@
 //! `ldmkit export RUN --base RELEASE -o OUT`: the seed's merge-back for a training run. The
 //! run's checkpoint already holds the UNet (or its EMA) under the original names, so this is
 //! `ldmkit merge CHECKPOINT BASE`: the run's UNet plus every tensor of BASE it lacks (VAE,
-//! text encoder), written in BASE's layout by ldmkit-core's streaming writers.
+//! text encoder), converted to the original layout if BASE is a diffusers folder, and
+//! written by ldmkit-core's streaming writers.
 
 use super::rewrite;
 use super::{report_error, EXIT_ERROR};
 use crate::cli::ExportArgs;
 use crate::train::checkpoint;
 use ldmkit_core::ops::EmaMode;
-use ldmkit_core::recipe::{parse_dtype, presets};
+use ldmkit_core::recipe::{parse_dtype, presets, Layout, Step};
 
 pub fn run(a: &ExportArgs) -> u8 {
     let all = checkpoint::list(&a.run);
@@ -24,9 +25,16 @@ pub fn run(a: &ExportArgs) -> u8 {
         report_error(&a.run, what);
         return EXIT_ERROR;
     };
-    let file = dir.join(if a.ema { "ema.safetensors" } else { "unet.safetensors" });
+    let file = dir.join(if a.ema {
+        "ema.safetensors"
+    } else {
+        "unet.safetensors"
+    });
     if !file.is_file() {
-        report_error(&a.run, format!("step {step} has no EMA weights (train with --ema)"));
+        report_error(
+            &a.run,
+            format!("step {step} has no EMA weights (train with --ema)"),
+        );
         return EXIT_ERROR;
     }
     let dtype = match &a.out.dtype {
@@ -42,6 +50,18 @@ pub fn run(a: &ExportArgs) -> u8 {
     if !a.out.print_recipe {
         eprintln!("exporting step {step} ({})", file.display());
     }
-    let recipe = presets::merge(EmaMode::Drop, dtype);
+    // Always the original layout, whatever the base's (a diffusers folder works too).
+    let mut recipe = presets::merge(EmaMode::Drop, None);
+    if a.base.is_dir() {
+        // Fill needs both in one layout: the run's UNet goes to diffusers names first.
+        let fill = recipe
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::Fill(_)))
+            .expect("merge fills");
+        recipe.steps.insert(fill, Step::Convert(Layout::Diffusers));
+    }
+    recipe.steps.push(Step::Convert(Layout::Ldm));
+    recipe.steps.extend(dtype.map(Step::Cast));
     rewrite::run(&recipe, &[file, a.base.clone()], &a.out)
 }

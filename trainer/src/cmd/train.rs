@@ -60,9 +60,10 @@ fn new_config(a: &TrainArgs, device: &Device) -> TrainConfig {
         min_snr_gamma: a.min_snr_gamma,
         noise_offset: a.noise_offset,
         prediction: a.prediction.clone(),
-        precision: a.precision.clone().unwrap_or_else(|| {
-            if device.is_cpu() { "f32" } else { "bf16" }.to_string()
-        }),
+        precision: a
+            .precision
+            .clone()
+            .unwrap_or_else(|| if device.is_cpu() { "f32" } else { "bf16" }.to_string()),
         gradient_checkpointing: a.gradient_checkpointing,
         seed: a.seed,
         save_every: or(a.save_every, 500),
@@ -105,7 +106,10 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
         None => {
             let out = a.out.clone().expect("clap requires --out");
             if out.join(crate::train::config::FILE).exists() {
-                return Err((out, "already holds a run; continue it with --resume, or pick a new --out".into()));
+                return Err((
+                    out,
+                    "already holds a run; continue it with --resume, or pick a new --out".into(),
+                ));
             }
             (out, new_config(a, &device), None)
         }
@@ -114,28 +118,47 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
     let dtype = precision(&config.precision, &device).map_err(arg)?;
     let model = ModelFile::open(&config.model, false).map_err(|e| (config.model.clone(), e))?;
     let data = Dataset::open(&config.data).map_err(arg)?;
-    let prior = config.prior_data.as_deref().map(Dataset::open).transpose().map_err(arg)?;
+    let prior = config
+        .prior_data
+        .as_deref()
+        .map(Dataset::open)
+        .transpose()
+        .map_err(arg)?;
     let unet = load_unet(&model, &device).map_err(|e| (config.model.clone(), e))?;
     let params = unet.params.count();
-    let mut trainer = Trainer::new(config.clone(), unet, data, prior, device.clone(), dtype).map_err(arg)?;
+    let mut trainer =
+        Trainer::new(config.clone(), unet, data, prior, device.clone(), dtype).map_err(arg)?;
     std::fs::create_dir_all(&run).map_err(|e| (run.clone(), e.to_string()))?;
     if let Some((step, dir)) = &resume {
         trainer.restore(dir).map_err(arg)?;
         eprintln!("resuming {} from step {step}", run.display());
     } else if a.resume.is_some() {
-        eprintln!("{}: no complete checkpoint yet; starting from step 0", run.display());
+        eprintln!(
+            "{}: no complete checkpoint yet; starting from step 0",
+            run.display()
+        );
     }
     config.write(&run).map_err(arg)?;
-    let title = format!("{} — loss per step (lr {:e}, batch {}×{})", run.display(), config.lr, config.batch_size, config.grad_accum);
+    let title = format!(
+        "{} — loss per step (lr {:e}, batch {}×{})",
+        run.display(),
+        config.lr,
+        config.batch_size,
+        config.grad_accum
+    );
     let mut log = LossLog::open(&run, trainer.state.step, title).map_err(arg)?;
-    let preview = preview_for(&trainer, &config).map_err(arg)?;
+    let preview = preview_for(&trainer, &config, &run).map_err(arg)?;
     if !a.quiet {
         eprintln!(
             "training {} UNet parameters ({}) on {} samples{}, {} in {}, {} steps",
             ldmkit_core::units::count(params as u64),
             model.architecture(),
             trainer.data.len(),
-            trainer.prior.as_ref().map(|p| format!(" + {} prior samples", p.len())).unwrap_or_default(),
+            trainer
+                .prior
+                .as_ref()
+                .map(|p| format!(" + {} prior samples", p.len()))
+                .unwrap_or_default(),
             device::describe(&device),
             config.precision,
             config.steps
@@ -154,9 +177,14 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
         let t0 = Instant::now();
         let report = trainer.step().map_err(arg)?;
         samples += report.samples;
-        log.append(&report, t0.elapsed().as_secs_f64()).map_err(arg)?;
+        log.append(&report, t0.elapsed().as_secs_f64())
+            .map_err(arg)?;
         bar.set_position(report.step);
-        bar.set_message(status(&report, samples as f64 / started.elapsed().as_secs_f64(), &device));
+        bar.set_message(status(
+            &report,
+            samples as f64 / started.elapsed().as_secs_f64(),
+            &device,
+        ));
         let step = report.step;
         let last = step == config.steps;
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
@@ -168,16 +196,25 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
             bar.println(format!("saved {}", dir.display()));
         }
         if let Some(p) = &preview {
-            if config.sample_every > 0 && (step % config.sample_every == 0 || last) && !interrupted {
+            if config.sample_every > 0 && (step % config.sample_every == 0 || last) && !interrupted
+            {
                 let file = samples_dir(&run).join(format!("{}.png", checkpoint::name_of(step)));
-                let view = trainer.unet.params.detached_view(dtype, None).map_err(|e| arg(one_line(e)))?;
-                p.draw(&model, &trainer.unet, &view, &device, &file).map_err(arg)?;
+                let view = trainer
+                    .unet
+                    .params
+                    .detached_view(dtype, None)
+                    .map_err(|e| arg(one_line(e)))?;
+                p.draw(&model, &trainer.unet, &view, &device, &file)
+                    .map_err(arg)?;
                 bar.println(format!("preview {}", file.display()));
             }
         }
         if interrupted {
             bar.abandon();
-            eprintln!("stopped at step {step}; continue with: ldmkit train --resume {}", run.display());
+            eprintln!(
+                "stopped at step {step}; continue with: ldmkit train --resume {}",
+                run.display()
+            );
             return Ok(EXIT_CANCELLED);
         }
     }
@@ -187,7 +224,9 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
         eprintln!(
             "done: {} steps, last checkpoint {} (step {saved_at}); loss curve {}",
             config.steps,
-            run.join(checkpoint::DIR).join(checkpoint::name_of(saved_at)).display(),
+            run.join(checkpoint::DIR)
+                .join(checkpoint::name_of(saved_at))
+                .display(),
             run.join("loss.svg").display()
         );
     }
@@ -200,8 +239,9 @@ fn samples_dir(run: &Path) -> PathBuf {
     dir
 }
 
-/// Previews need sample prompts pre-encoded into the data folder.
-fn preview_for(t: &Trainer, c: &TrainConfig) -> Result<Option<Preview>, String> {
+/// Previews need sample prompts pre-encoded into the data folder; their texts are listed
+/// in `samples/prompts.txt`.
+fn preview_for(t: &Trainer, c: &TrainConfig, run: &Path) -> Result<Option<Preview>, String> {
     if c.sample_every == 0 {
         return Ok(None);
     }
@@ -212,6 +252,16 @@ fn preview_for(t: &Trainer, c: &TrainConfig) -> Result<Option<Preview>, String> 
         );
         return Ok(None);
     };
+    let listing: String = t
+        .extras
+        .texts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}: {p}\n", i + 1))
+        .collect();
+    // Which tile is which prompt, left to right, top to bottom.
+    let file = samples_dir(run).join("prompts.txt");
+    std::fs::write(&file, listing).map_err(|e| format!("{}: {e}", file.display()))?;
     let res = t.data.manifest.options.resolution as usize;
     Ok(Some(Preview {
         prompts,
@@ -232,14 +282,19 @@ fn progress(at: u64, total: u64, quiet: bool) -> ProgressBar {
     let b = ProgressBar::new(total);
     b.set_position(at);
     b.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} step {pos}/{len} eta {eta} {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} step {pos}/{len} eta {eta} {msg}",
+        )
+        .expect("valid template"),
     );
     b
 }
 
 fn status(r: &StepReport, samples_per_s: f64, device: &Device) -> String {
-    let prior = r.prior.map(|p| format!(" prior {p:.4}")).unwrap_or_default();
+    let prior = r
+        .prior
+        .map(|p| format!(" prior {p:.4}"))
+        .unwrap_or_default();
     format!(
         "loss {:.4}{prior} lr {:.2e} {:.2} samples/s{}",
         r.loss,
@@ -253,7 +308,8 @@ fn status(r: &StepReport, samples_per_s: f64, device: &Device) -> String {
 fn gpu_memory(device: &Device) -> String {
     #[cfg(feature = "cuda")]
     if device.is_cuda() {
-        if let Ok((free, total)) = candle_core::cuda_backend::cudarc::driver::result::mem_get_info() {
+        if let Ok((free, total)) = candle_core::cuda_backend::cudarc::driver::result::mem_get_info()
+        {
             let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
             return format!(" GPU {:.1}/{:.1} GiB", gib(total - free), gib(total));
         }

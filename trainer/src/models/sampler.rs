@@ -174,7 +174,11 @@ pub fn denoise(
 }
 
 /// Decode latents `[n, c, h, w]` to RGB images, `h·8 × w·8 × 3` bytes each.
-pub fn decode(vae: &AutoEncoderKL, config: &VaeConfig, latents: &Tensor) -> Result<Vec<Vec<u8>>, String> {
+pub fn decode(
+    vae: &AutoEncoderKL,
+    config: &VaeConfig,
+    latents: &Tensor,
+) -> Result<Vec<Vec<u8>>, String> {
     let image = vae
         .decode(&(latents / config.scaling_factor).map_err(err)?)
         .map_err(err)?;
@@ -198,7 +202,11 @@ pub fn decode(vae: &AutoEncoderKL, config: &VaeConfig, latents: &Tensor) -> Resu
 }
 
 /// The model's VAE (decoder used) and its config.
-pub fn load_vae(model: &ModelFile, device: &Device, dtype: DType) -> Result<(AutoEncoderKL, VaeConfig), String> {
+pub fn load_vae(
+    model: &ModelFile,
+    device: &Device,
+    dtype: DType,
+) -> Result<(AutoEncoderKL, VaeConfig), String> {
     let vae_config = VaeConfig::from_json(&model.config(Part::Vae)?)?;
     let kl = AutoEncoderKLConfig {
         block_out_channels: vae_config.block_out_channels.clone(),

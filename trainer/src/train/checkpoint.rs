@@ -54,7 +54,10 @@ pub fn list(run: &Path) -> Vec<(u64, PathBuf)> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
-            e.path().join("state.json").is_file().then(|| (step, e.path()))
+            e.path()
+                .join("state.json")
+                .is_file()
+                .then(|| (step, e.path()))
         })
         .collect();
     found.sort();
@@ -76,7 +79,8 @@ pub fn ldm_names(params: &Params) -> Result<Vec<String>, String> {
 }
 
 fn write_tensors(path: &Path, tensors: Vec<(String, &Tensor)>) -> Result<(), String> {
-    safetensors::serialize_to_file(tensors, None, path).map_err(|e| format!("{}: {e}", path.display()))
+    safetensors::serialize_to_file(tensors, None, path)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 pub struct Saved<'a> {
@@ -99,9 +103,15 @@ pub fn save(run: &Path, s: &Saved) -> Result<PathBuf, String> {
     std::fs::create_dir_all(&partial).map_err(|e| io(&partial, e))?;
     let ldm = ldm_names(s.params)?;
     let masters: Vec<&Tensor> = s.params.vars.iter().map(Var::as_tensor).collect();
-    write_tensors(&partial.join("unet.safetensors"), ldm.iter().cloned().zip(masters).collect())?;
+    write_tensors(
+        &partial.join("unet.safetensors"),
+        ldm.iter().cloned().zip(masters).collect(),
+    )?;
     if let Some(ema) = s.ema {
-        write_tensors(&partial.join("ema.safetensors"), ldm.iter().cloned().zip(ema).collect())?;
+        write_tensors(
+            &partial.join("ema.safetensors"),
+            ldm.iter().cloned().zip(ema).collect(),
+        )?;
     }
     let mut moments = Vec::new();
     for (i, name) in s.params.names.iter().enumerate() {
@@ -138,7 +148,8 @@ pub fn read_state(dir: &Path) -> Result<State, String> {
 
 /// Tensors of a checkpoint file in `names` order, as f32 on `device`.
 pub fn read_tensors(path: &Path, names: &[String], device: &Device) -> Result<Vec<Tensor>, String> {
-    let fail = |e: candle_core::Error| format!("{}: {}", path.display(), crate::models::one_line(e));
+    let fail =
+        |e: candle_core::Error| format!("{}: {}", path.display(), crate::models::one_line(e));
     // One tensor at a time from a mapping, so a 10 GB optimizer state is never all in memory.
     // SAFETY: checkpoint files are not modified while a run reads them.
     let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(fail)?;

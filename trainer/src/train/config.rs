@@ -70,19 +70,38 @@ impl TrainConfig {
         bad(self.batch_size == 0, "--batch-size must be at least 1")?;
         bad(self.grad_accum == 0, "--grad-accum must be at least 1")?;
         bad(self.steps == 0, "--steps must be at least 1")?;
-        bad(!(self.lr > 0.0 && self.lr.is_finite()), "--lr must be a positive number")?;
-        bad(!(0.0..1.0).contains(&self.adam_beta1) || !(0.0..1.0).contains(&self.adam_beta2), "Adam betas must be in [0, 1)")?;
-        bad(!(0.0..=1.0).contains(&self.caption_dropout), "--caption-dropout must be in [0, 1]")?;
-        bad(self.min_snr_gamma.is_some_and(|g| !(g > 0.0)), "--min-snr-gamma must be positive")?;
-        bad(!(0.0..1.0).contains(&self.ema_decay), "--ema-decay must be in [0, 1)")?;
-        bad(self.sample_every > 0 && self.sample_steps == 0, "--sample-steps must be at least 1")?;
+        bad(
+            !(self.lr > 0.0 && self.lr.is_finite()),
+            "--lr must be a positive number",
+        )?;
+        bad(
+            !(0.0..1.0).contains(&self.adam_beta1) || !(0.0..1.0).contains(&self.adam_beta2),
+            "Adam betas must be in [0, 1)",
+        )?;
+        bad(
+            !(0.0..=1.0).contains(&self.caption_dropout),
+            "--caption-dropout must be in [0, 1]",
+        )?;
+        bad(
+            self.min_snr_gamma.is_some_and(|g| g.is_nan() || g <= 0.0),
+            "--min-snr-gamma must be positive",
+        )?;
+        bad(
+            !(0.0..1.0).contains(&self.ema_decay),
+            "--ema-decay must be in [0, 1)",
+        )?;
+        bad(
+            self.sample_every > 0 && self.sample_steps == 0,
+            "--sample-steps must be at least 1",
+        )?;
         self.prediction()?;
         Ok(())
     }
 
     pub fn read(run: &Path) -> Result<TrainConfig, String> {
         let path = run.join(FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e} (not a training run folder?)", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: {e} (not a training run folder?)", path.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 

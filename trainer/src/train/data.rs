@@ -91,7 +91,13 @@ impl Dataset {
     }
 
     /// The batches of `epoch`: lists of (shard, row), one bucket each.
-    pub fn epoch(&self, seed: u64, stream: Stream, epoch: u64, batch_size: usize) -> Vec<Vec<(usize, usize)>> {
+    pub fn epoch(
+        &self,
+        seed: u64,
+        stream: Stream,
+        epoch: u64,
+        batch_size: usize,
+    ) -> Vec<Vec<(usize, usize)>> {
         let mut rng = generator(seed, stream, epoch, 0);
         let mut batches = Vec::new();
         for samples in self.buckets.values() {
@@ -104,7 +110,13 @@ impl Dataset {
     }
 
     /// The batch at `cursor`, moving the cursor on (to the next epoch when this one ends).
-    pub fn next(&self, seed: u64, stream: Stream, batch_size: usize, cursor: &mut Cursor) -> Result<Batch, String> {
+    pub fn next(
+        &self,
+        seed: u64,
+        stream: Stream,
+        batch_size: usize,
+        cursor: &mut Cursor,
+    ) -> Result<Batch, String> {
         let batches = self.epoch(seed, stream, cursor.epoch, batch_size);
         if cursor.batch >= batches.len() {
             cursor.epoch += 1;
@@ -127,7 +139,9 @@ impl Dataset {
                 .map(|&(s, r)| {
                     let shard = &self.shards[s];
                     let file = self.dir.join(&self.manifest.shards[s].file);
-                    let fail = |e: candle_core::Error| format!("{}: {name}: {}", file.display(), crate::models::one_line(e));
+                    let fail = |e: candle_core::Error| {
+                        format!("{}: {name}: {}", file.display(), crate::models::one_line(e))
+                    };
                     let view = shard.get(name).map_err(fail)?;
                     let row_shape = &view.shape()[1..];
                     let row_bytes = view.data().len() / view.shape()[0];
@@ -151,7 +165,8 @@ impl Dataset {
     /// texts), from the folder's extras file.
     pub fn extras(&self) -> Result<Extras, String> {
         let path = self.dir.join(&self.manifest.extras);
-        let fail = |e: candle_core::Error| format!("{}: {}", path.display(), crate::models::one_line(e));
+        let fail =
+            |e: candle_core::Error| format!("{}: {}", path.display(), crate::models::one_line(e));
         let st = candle_core::safetensors::load(&path, &Device::Cpu).map_err(fail)?;
         let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32).map_err(fail);
         let empty = f32(st

@@ -16,7 +16,10 @@ impl Ema {
         Ok(Ema {
             max_decay,
             updates: 0,
-            shadow: vars.iter().map(|v| v.as_tensor().detach().copy()).collect::<Result<_>>()?,
+            shadow: vars
+                .iter()
+                .map(|v| v.as_tensor().detach().copy())
+                .collect::<Result<_>>()?,
         })
     }
 

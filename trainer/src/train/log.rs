@@ -25,8 +25,12 @@ impl LossLog {
         if let Ok(text) = std::fs::read_to_string(&csv) {
             for line in text.lines().skip(1) {
                 let mut fields = line.split(',');
-                let (Some(s), Some(l)) = (fields.next(), fields.next()) else { continue };
-                let (Ok(s), Ok(l)) = (s.parse::<u64>(), l.parse::<f64>()) else { continue };
+                let (Some(s), Some(l)) = (fields.next(), fields.next()) else {
+                    continue;
+                };
+                let (Ok(s), Ok(l)) = (s.parse::<u64>(), l.parse::<f64>()) else {
+                    continue;
+                };
                 if s <= step {
                     rows.push(line.to_string());
                     points.push((s, l));
@@ -49,7 +53,11 @@ impl LossLog {
 
     pub fn append(&mut self, r: &StepReport, seconds: f64) -> Result<(), String> {
         let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
-        let norm = if r.grad_norm.is_finite() { format!("{:.6}", r.grad_norm) } else { String::new() };
+        let norm = if r.grad_norm.is_finite() {
+            format!("{:.6}", r.grad_norm)
+        } else {
+            String::new()
+        };
         let line = format!(
             "{},{:.6},{:.6},{},{:.3e},{norm},{seconds:.3}\n",
             r.step,
@@ -62,13 +70,17 @@ impl LossLog {
             .append(true)
             .open(&self.csv)
             .map_err(|e| format!("{}: {e}", self.csv.display()))?;
-        f.write_all(line.as_bytes()).map_err(|e| format!("{}: {e}", self.csv.display()))?;
+        f.write_all(line.as_bytes())
+            .map_err(|e| format!("{}: {e}", self.csv.display()))?;
         self.points.push((r.step, r.loss));
         Ok(())
     }
 
     /// Redraw `loss.svg`.
     pub fn draw(&self) -> Result<(), String> {
-        crate::encode::shards::write_atomically(&self.svg, loss_svg(&self.points, &self.title).as_bytes())
+        crate::encode::shards::write_atomically(
+            &self.svg,
+            loss_svg(&self.points, &self.title).as_bytes(),
+        )
     }
 }

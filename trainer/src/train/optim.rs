@@ -39,7 +39,8 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(config: AdamWConfig, vars: &[Var]) -> Result<AdamW> {
-        let zeros = || -> Result<Vec<Tensor>> { vars.iter().map(|v| v.as_tensor().zeros_like()).collect() };
+        let zeros =
+            || -> Result<Vec<Tensor>> { vars.iter().map(|v| v.as_tensor().zeros_like()).collect() };
         Ok(AdamW {
             config,
             step: 0,
@@ -121,7 +122,9 @@ mod tests {
         let dev = candle_core::Device::Cpu;
         let param = Tensor::randn(0f32, 1f32, (17, 13), &dev).unwrap();
         let grads: Vec<Tensor> = (0..3)
-            .map(|i| (Tensor::randn(0f32, 1f32, (17, 13), &dev).unwrap() * (0.1 + i as f64)).unwrap())
+            .map(|i| {
+                (Tensor::randn(0f32, 1f32, (17, 13), &dev).unwrap() * (0.1 + i as f64)).unwrap()
+            })
             .collect();
         let config = AdamWConfig {
             lr: 3e-2,
@@ -133,19 +136,30 @@ mod tests {
         let var = Var::from_tensor(&param).unwrap();
         let mut adam = AdamW::new(config, std::slice::from_ref(&var)).unwrap();
         for g in &grads {
-            adam.apply(std::slice::from_ref(&var), &[Some(g.clone())], config.lr).unwrap();
+            adam.apply(std::slice::from_ref(&var), &[Some(g.clone())], config.lr)
+                .unwrap();
         }
         let result = var.as_tensor().clone();
         let names: Vec<String> = (0..grads.len()).map(|i| format!("grad.{i}")).collect();
         let mut tensors = vec![("param", &param), ("result", &result)];
         tensors.extend(names.iter().map(String::as_str).zip(&grads));
-        let meta = [("lr", config.lr), ("beta1", config.beta1), ("beta2", config.beta2), ("eps", config.eps), ("weight_decay", config.weight_decay)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let meta = [
+            ("lr", config.lr),
+            ("beta1", config.beta1),
+            ("beta2", config.beta2),
+            ("eps", config.eps),
+            ("weight_decay", config.weight_decay),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("adamw.safetensors");
-        std::fs::write(&path, crate::encode::shards::serialize(&tensors, meta).unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            crate::encode::shards::serialize(&tensors, meta).unwrap(),
+        )
+        .unwrap();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let status = std::process::Command::new(python)
             .arg(root.join("tests/python/train_ref.py"))

@@ -26,7 +26,11 @@ fn smooth(values: &[f64]) -> Vec<f64> {
 
 /// `points` are (step, loss).
 pub fn loss_svg(points: &[(u64, f64)], title: &str) -> String {
-    let pts: Vec<(u64, f64)> = points.iter().copied().filter(|(_, l)| l.is_finite() && *l > 0.0).collect();
+    let pts: Vec<(u64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(_, l)| l.is_finite() && *l > 0.0)
+        .collect();
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -37,10 +41,15 @@ pub fn loss_svg(points: &[(u64, f64)], title: &str) -> String {
         escape(title)
     );
     if pts.is_empty() {
-        svg.push_str("<text x=\"50%\" y=\"50%\" text-anchor=\"middle\">no steps yet</text>\n</svg>\n");
+        svg.push_str(
+            "<text x=\"50%\" y=\"50%\" text-anchor=\"middle\">no steps yet</text>\n</svg>\n",
+        );
         return svg;
     }
-    let (x0, x1) = (pts[0].0 as f64, pts[pts.len() - 1].0.max(pts[0].0 + 1) as f64);
+    let (x0, x1) = (
+        pts[0].0 as f64,
+        pts[pts.len() - 1].0.max(pts[0].0 + 1) as f64,
+    );
     let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
     let hi = pts.iter().map(|p| p.1).fold(0.0, f64::max).max(lo * 1.0001);
     let log = hi / lo > 10.0;
@@ -56,7 +65,11 @@ pub fn loss_svg(points: &[(u64, f64)], title: &str) -> String {
     );
     for i in 0..=4 {
         let frac = i as f64 / 4.0;
-        let v = if log { (y0 + frac * (y1 - y0)).exp() } else { y0 + frac * (y1 - y0) };
+        let v = if log {
+            (y0 + frac * (y1 - y0)).exp()
+        } else {
+            y0 + frac * (y1 - y0)
+        };
         let y = py(v);
         let _ = writeln!(
             svg,
@@ -112,7 +125,9 @@ fn number(v: f64) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

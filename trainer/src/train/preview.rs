@@ -33,7 +33,14 @@ const COLUMNS: usize = 4;
 
 impl Preview {
     /// Draw every prompt with `unet` on `view` and write the grid to `path` (PNG).
-    pub fn draw(&self, model: &ModelFile, unet: &Unet, view: &View, device: &Device, path: &Path) -> Result<(), String> {
+    pub fn draw(
+        &self,
+        model: &ModelFile,
+        unet: &Unet,
+        view: &View,
+        device: &Device,
+        path: &Path,
+    ) -> Result<(), String> {
         let n = self.prompts.dim(0).map_err(one_line)?;
         let (vae, vae_config) = load_vae(model, device, DType::F32)?;
         let down = vae_config.downscale();
@@ -44,7 +51,11 @@ impl Preview {
             let text = Tensor::cat(&[&self.empty, &cond], 0)
                 .and_then(|t| t.to_device(device))
                 .map_err(one_line)?;
-            let noise = seeded_noise((1, vae_config.latent_channels, lh, lw), &[self.seed + i as u64], device)?;
+            let noise = seeded_noise(
+                (1, vae_config.latent_channels, lh, lw),
+                &[self.seed + i as u64],
+                device,
+            )?;
             let guided = Guided {
                 steps: self.steps,
                 guidance: self.guidance,
@@ -69,7 +80,8 @@ impl Preview {
         let rows = n.div_ceil(COLUMNS).max(1) as u32;
         let mut grid = image::RgbImage::new(cols * w, rows * h);
         for (i, pixels) in images.into_iter().enumerate() {
-            let tile = image::RgbImage::from_raw(w, h, pixels).ok_or("decoded image has the wrong size")?;
+            let tile = image::RgbImage::from_raw(w, h, pixels)
+                .ok_or("decoded image has the wrong size")?;
             let (x, y) = ((i as u32 % cols) * w, (i as u32 / cols) * h);
             image::imageops::replace(&mut grid, &tile, x as i64, y as i64);
         }

@@ -15,8 +15,6 @@ pub enum Stream {
     Batch = 2,
     /// Order of the prior-preservation samples (index: epoch).
     PriorOrder = 3,
-    /// Preview noise (index: prompt).
-    Preview = 4,
 }
 
 /// SplitMix64's finaliser: nearby inputs give unrelated seeds.

@@ -58,9 +58,18 @@ impl Schedule {
     }
 
     /// `z0` `[b, c, h, w]` (f32, scaled latents), `noise` like it, one timestep per sample.
-    pub fn noise(&self, z0: &Tensor, noise: &Tensor, t: &[usize], prediction: Prediction) -> Result<Noised> {
+    pub fn noise(
+        &self,
+        z0: &Tensor,
+        noise: &Tensor,
+        t: &[usize],
+        prediction: Prediction,
+    ) -> Result<Noised> {
         let per_sample = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
-            let v: Vec<f32> = t.iter().map(|&t| f(self.alphas_cumprod[t] as f64) as f32).collect();
+            let v: Vec<f32> = t
+                .iter()
+                .map(|&t| f(self.alphas_cumprod[t] as f64) as f32)
+                .collect();
             Tensor::from_vec(v, (t.len(), 1, 1, 1), z0.device())
         };
         let signal = per_sample(&|a| a.sqrt())?;
@@ -93,7 +102,11 @@ mod tests {
     fn schedule_matches_compvis() {
         let s = Schedule::default();
         assert!((s.alphas_cumprod[0] - (1.0 - 0.00085)).abs() < 1e-7);
-        assert!((s.alphas_cumprod[999] - 0.004_660_3).abs() < 1e-5, "{}", s.alphas_cumprod[999]);
+        assert!(
+            (s.alphas_cumprod[999] - 0.004_660_3).abs() < 1e-5,
+            "{}",
+            s.alphas_cumprod[999]
+        );
         assert!((s.snr(999) - 0.00468).abs() < 1e-4);
     }
 

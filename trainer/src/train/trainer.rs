@@ -60,7 +60,9 @@ struct Prepared {
 }
 
 fn randn(rng: &mut impl Rng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.sample::<f32, _>(StandardNormal)).collect()
+    (0..n)
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect()
 }
 
 impl Trainer {
@@ -99,8 +101,14 @@ impl Trainer {
             ));
         }
         if let Some(p) = &prior {
-            if p.manifest.text.width != data.manifest.text.width || p.manifest.latents.channels != latents.channels {
-                return Err(format!("{}: encoded for another model than {}", p.dir.display(), data.dir.display()));
+            if p.manifest.text.width != data.manifest.text.width
+                || p.manifest.latents.channels != latents.channels
+            {
+                return Err(format!(
+                    "{}: encoded for another model than {}",
+                    p.dir.display(),
+                    data.dir.display()
+                ));
             }
         }
         let state = State {
@@ -139,7 +147,8 @@ impl Trainer {
         let ldm = checkpoint::ldm_names(&self.unet.params)?;
         let weights = checkpoint::read_tensors(&dir.join("unet.safetensors"), &ldm, &self.device)?;
         for (var, w) in self.unet.params.vars.iter().zip(&weights) {
-            var.set(w).map_err(|e| format!("{}: {}", dir.display(), one_line(e)))?;
+            var.set(w)
+                .map_err(|e| format!("{}: {}", dir.display(), one_line(e)))?;
         }
         let names = &self.unet.params.names;
         let m: Vec<String> = names.iter().map(|n| format!("m.{n}")).collect();
@@ -149,14 +158,25 @@ impl Trainer {
         self.adam.v = checkpoint::read_tensors(&opt, &v, &self.device)?;
         self.adam.step = state.adam_step;
         if let Some(ema) = &mut self.ema {
-            ema.shadow = checkpoint::read_tensors(&dir.join("ema.safetensors"), &ldm, &self.device)?;
-            ema.updates = state.ema_updates.ok_or_else(|| format!("{}: no EMA in this checkpoint", dir.display()))?;
+            ema.shadow =
+                checkpoint::read_tensors(&dir.join("ema.safetensors"), &ldm, &self.device)?;
+            ema.updates = state
+                .ema_updates
+                .ok_or_else(|| format!("{}: no EMA in this checkpoint", dir.display()))?;
         }
         if state.rng.seed != self.config.seed {
-            return Err(format!("{}: saved with seed {}, the run's is {}", dir.display(), state.rng.seed, self.config.seed));
+            return Err(format!(
+                "{}: saved with seed {}, the run's is {}",
+                dir.display(),
+                state.rng.seed,
+                self.config.seed
+            ));
         }
         if self.prior.is_some() != state.prior.is_some() {
-            return Err(format!("{}: prior-preservation data differs from the checkpoint's run", dir.display()));
+            return Err(format!(
+                "{}: prior-preservation data differs from the checkpoint's run",
+                dir.display()
+            ));
         }
         self.state = state;
         Ok(())
@@ -180,22 +200,33 @@ impl Trainer {
     }
 
     /// Latents, noise, timesteps and targets of one batch (host randomness from `rng`).
-    fn noised(&self, batch: &Batch, rng: &mut impl Rng) -> Result<(Tensor, Tensor, Vec<usize>, Tensor), String> {
+    fn noised(
+        &self,
+        batch: &Batch,
+        rng: &mut impl Rng,
+    ) -> Result<(Tensor, Tensor, Vec<usize>, Tensor), String> {
         let e = one_line;
         let dims = batch.mean.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
         let n = batch.mean.elem_count();
         let draw = Tensor::from_vec(randn(rng, n), dims.as_slice(), &Device::Cpu).map_err(e)?;
-        let z0 = ((&batch.mean + (&batch.std * draw).map_err(e)?).map_err(e)? * self.scaling_factor).map_err(e)?;
-        let mut noise = Tensor::from_vec(randn(rng, n), dims.as_slice(), &Device::Cpu).map_err(e)?;
+        let z0 = ((&batch.mean + (&batch.std * draw).map_err(e)?).map_err(e)?
+            * self.scaling_factor)
+            .map_err(e)?;
+        let mut noise =
+            Tensor::from_vec(randn(rng, n), dims.as_slice(), &Device::Cpu).map_err(e)?;
         if self.config.noise_offset != 0.0 {
-            let offset = Tensor::from_vec(randn(rng, b * c), (b, c, 1, 1), &Device::Cpu).map_err(e)?;
-            noise = noise.broadcast_add(&(offset * self.config.noise_offset).map_err(e)?).map_err(e)?;
+            let offset =
+                Tensor::from_vec(randn(rng, b * c), (b, c, 1, 1), &Device::Cpu).map_err(e)?;
+            noise = noise
+                .broadcast_add(&(offset * self.config.noise_offset).map_err(e)?)
+                .map_err(e)?;
         }
         let t: Vec<usize> = (0..b).map(|_| rng.random_range(0..TIMESTEPS)).collect();
         let mut text = Vec::with_capacity(b);
         for i in 0..b {
-            let drop = self.config.caption_dropout > 0.0 && rng.random::<f64>() < self.config.caption_dropout;
+            let drop = self.config.caption_dropout > 0.0
+                && rng.random::<f64>() < self.config.caption_dropout;
             text.push(if drop {
                 self.extras.empty.clone()
             } else {
@@ -203,8 +234,16 @@ impl Trainer {
             });
         }
         let text = Tensor::cat(&text, 0).map_err(e)?;
-        let noised = self.schedule.noise(&z0, &noise, &t, self.prediction).map_err(e)?;
-        Ok((noised.input, noised.target, t, text.to_dtype(DType::F32).map_err(e)?))
+        let noised = self
+            .schedule
+            .noise(&z0, &noise, &t, self.prediction)
+            .map_err(e)?;
+        Ok((
+            noised.input,
+            noised.target,
+            t,
+            text.to_dtype(DType::F32).map_err(e)?,
+        ))
     }
 
     /// Per-sample loss weights: `scale` each, times min-SNR-γ's.
@@ -226,7 +265,9 @@ impl Trainer {
         let c = &self.config;
         let accum = c.grad_accum as f64;
         let mut cursor = self.state.data;
-        let batch = self.data.next(c.seed, Stream::DataOrder, c.batch_size, &mut cursor)?;
+        let batch = self
+            .data
+            .next(c.seed, Stream::DataOrder, c.batch_size, &mut cursor)?;
         self.state.data = cursor;
         let mut rng = generator(c.seed, Stream::Batch, step, 2 * micro);
         let (input, target, t, text) = self.noised(&batch, &mut rng)?;
@@ -242,7 +283,9 @@ impl Trainer {
         }
         let e = one_line;
         let same_shape = parts.len() == 2 && parts[0].0.dims()[1..] == parts[1].0.dims()[1..];
-        let to_device = |p: (Tensor, Tensor, Vec<usize>, Tensor, Vec<f32>), instance: usize| -> Result<Prepared, String> {
+        let to_device = |p: (Tensor, Tensor, Vec<usize>, Tensor, Vec<f32>),
+                         instance: usize|
+         -> Result<Prepared, String> {
             let ts: Vec<f32> = p.2.iter().map(|&t| t as f32).collect();
             Ok(Prepared {
                 input: p.0.to_device(&self.device).map_err(e)?,
@@ -277,11 +320,18 @@ impl Trainer {
     }
 
     /// Forward and backward of one micro-batch; adds to `grads`, returns per-sample MSEs.
-    fn pass(&self, view: &View, p: &Prepared, grads: &mut Gradients) -> candle_core::Result<Vec<f32>> {
+    fn pass(
+        &self,
+        view: &View,
+        p: &Prepared,
+        grads: &mut Gradients,
+    ) -> candle_core::Result<Vec<f32>> {
         let vars = self.vars();
         if self.config.gradient_checkpointing {
             let mut tape = Recompute::default();
-            let pred = self.unet.forward(view, &p.input, &p.timesteps, &p.text, &mut tape)?;
+            let pred = self
+                .unet
+                .forward(view, &p.input, &p.timesteps, &p.text, &mut tape)?;
             let leaf = Var::from_tensor(&pred)?;
             let (loss, per) = weighted_mse(leaf.as_tensor(), &p.target, &p.weights)?;
             let mut store = loss.backward()?;
@@ -290,7 +340,9 @@ impl Trainer {
             tape.backward(&pred, dpred, vars, grads)?;
             Ok(per)
         } else {
-            let pred = self.unet.forward(view, &p.input, &p.timesteps, &p.text, &mut Plain)?;
+            let pred = self
+                .unet
+                .forward(view, &p.input, &p.timesteps, &p.text, &mut Plain)?;
             let (loss, per) = weighted_mse(&pred, &p.target, &p.weights)?;
             let mut store = loss.backward()?;
             grads.add(vars, &mut store)?;
@@ -305,7 +357,11 @@ impl Trainer {
         let (mut loss, mut inst, mut prior) = (0f64, Vec::new(), Vec::new());
         for micro in 0..self.config.grad_accum as u64 {
             let prepared = self.prepare(step, micro)?;
-            let view = self.unet.params.training_view(self.dtype).map_err(one_line)?;
+            let view = self
+                .unet
+                .params
+                .training_view(self.dtype)
+                .map_err(one_line)?;
             for p in &prepared {
                 let per = self.pass(&view, p, &mut grads).map_err(one_line)?;
                 for (i, (&mse, &w)) in per.iter().zip(&p.weights).enumerate() {
@@ -325,7 +381,9 @@ impl Trainer {
         };
         let lr = learning_rate(self.config.lr, step, self.config.warmup_steps);
         if !loss.is_finite() {
-            return Err(format!("step {step}: the loss is {loss}; lower --lr or check the data"));
+            return Err(format!(
+                "step {step}: the loss is {loss}; lower --lr or check the data"
+            ));
         }
         let vars: Vec<Var> = self.vars().to_vec();
         self.adam.apply(&vars, &grads.sums, lr).map_err(one_line)?;

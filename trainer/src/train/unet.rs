@@ -44,7 +44,11 @@ impl Config {
                 .map(|v| v as usize)
                 .ok_or_else(|| format!("UNet config has no '{k}'"))
         };
-        for unsupported in ["addition_embed_type", "class_embed_type", "encoder_hid_dim_type"] {
+        for unsupported in [
+            "addition_embed_type",
+            "class_embed_type",
+            "encoder_hid_dim_type",
+        ] {
             if c[unsupported].is_string() {
                 return Err(format!(
                     "UNets with '{unsupported}' (SDXL and other conditioned UNets) cannot be trained here"
@@ -84,7 +88,9 @@ impl Config {
         }
         for (i, (&ch, &h)) in channels.iter().zip(&heads).enumerate() {
             if h == 0 || ch % h != 0 {
-                return Err(format!("UNet config: level {i} has {ch} channels for {h} heads"));
+                return Err(format!(
+                    "UNet config: level {i} has {ch} channels for {h} heads"
+                ));
             }
         }
         Ok(Config {
@@ -116,7 +122,14 @@ struct ResBlock {
 }
 
 impl ResBlock {
-    fn new(b: &mut Builder, name: &str, input: usize, output: usize, temb: usize, c: &Config) -> Result<Self> {
+    fn new(
+        b: &mut Builder,
+        name: &str,
+        input: usize,
+        output: usize,
+        temb: usize,
+        c: &Config,
+    ) -> Result<Self> {
         let p = |s: &str| format!("{name}.{s}");
         Ok(ResBlock {
             norm1: GroupNorm::new(b, &p("norm1"), input, c.groups, c.eps)?,
@@ -214,11 +227,16 @@ impl TransformerBlock {
 
     fn forward(&self, v: &View, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let x = (self.attn1.forward(v, &self.norm1.forward(v, x)?, None)? + x)?;
-        let x = (self.attn2.forward(v, &self.norm2.forward(v, &x)?, Some(context))? + &x)?;
+        let x = (self
+            .attn2
+            .forward(v, &self.norm2.forward(v, &x)?, Some(context))?
+            + &x)?;
         let h = self.geglu.forward(v, &self.norm3.forward(v, &x)?)?;
         let parts = h.chunk(2, 2)?;
         // diffusers' GEGLU: the exact (erf) GELU of the second half gates the first.
-        let ff = self.ff_out.forward(v, &(&parts[0] * parts[1].gelu_erf()?)?)?;
+        let ff = self
+            .ff_out
+            .forward(v, &(&parts[0] * parts[1].gelu_erf()?)?)?;
         ff + x
     }
 }
@@ -239,7 +257,14 @@ struct Transformer {
 const TRANSFORMER_NORM_EPS: f64 = 1e-6;
 
 impl Transformer {
-    fn new(b: &mut Builder, name: &str, dim: usize, depth: usize, heads: usize, c: &Config) -> Result<Self> {
+    fn new(
+        b: &mut Builder,
+        name: &str,
+        dim: usize,
+        depth: usize,
+        heads: usize,
+        c: &Config,
+    ) -> Result<Self> {
         let p = |s: &str| format!("{name}.{s}");
         let proj = |b: &mut Builder, s: &str| -> Result<Projection> {
             Ok(if c.linear_projection {
@@ -251,7 +276,9 @@ impl Transformer {
         let norm = GroupNorm::new(b, &p("norm"), dim, c.groups, TRANSFORMER_NORM_EPS)?;
         let proj_in = proj(b, "proj_in")?;
         let blocks = (0..depth)
-            .map(|i| TransformerBlock::new(b, &p(&format!("transformer_blocks.{i}")), dim, c, heads))
+            .map(|i| {
+                TransformerBlock::new(b, &p(&format!("transformer_blocks.{i}")), dim, c, heads)
+            })
             .collect::<Result<_>>()?;
         let proj_out = proj(b, "proj_out")?;
         Ok(Transformer {
@@ -325,14 +352,35 @@ impl Unet {
             };
             for j in 0..c.layers_per_block {
                 let from = if j == 0 { input } else { out };
-                level.resnets.push(ResBlock::new(b, &format!("{name}.resnets.{j}"), from, out, temb, c)?);
+                level.resnets.push(ResBlock::new(
+                    b,
+                    &format!("{name}.resnets.{j}"),
+                    from,
+                    out,
+                    temb,
+                    c,
+                )?);
                 if c.down_attention[i] {
-                    let t = Transformer::new(b, &format!("{name}.attentions.{j}"), out, c.depth[i], c.heads[i], c)?;
+                    let t = Transformer::new(
+                        b,
+                        &format!("{name}.attentions.{j}"),
+                        out,
+                        c.depth[i],
+                        c.heads[i],
+                        c,
+                    )?;
                     level.attentions.push(t);
                 }
             }
             if i + 1 < levels {
-                level.resample = Some(Conv2d::new(b, &format!("{name}.downsamplers.0.conv"), out, out, 3, 2)?);
+                level.resample = Some(Conv2d::new(
+                    b,
+                    &format!("{name}.downsamplers.0.conv"),
+                    out,
+                    out,
+                    3,
+                    2,
+                )?);
             }
             down.push(level);
             input = out;
@@ -340,7 +388,14 @@ impl Unet {
         let last = ch[levels - 1];
         let mid = (
             ResBlock::new(b, "mid_block.resnets.0", last, last, temb, c)?,
-            Transformer::new(b, "mid_block.attentions.0", last, c.depth[levels - 1], c.heads[levels - 1], c)?,
+            Transformer::new(
+                b,
+                "mid_block.attentions.0",
+                last,
+                c.depth[levels - 1],
+                c.heads[levels - 1],
+                c,
+            )?,
             ResBlock::new(b, "mid_block.resnets.1", last, last, temb, c)?,
         );
         let reversed: Vec<usize> = ch.iter().rev().copied().collect();
@@ -356,9 +411,20 @@ impl Unet {
                 resample: None,
             };
             for j in 0..=c.layers_per_block {
-                let skip = if j == c.layers_per_block { skip_in } else { out };
+                let skip = if j == c.layers_per_block {
+                    skip_in
+                } else {
+                    out
+                };
                 let from = if j == 0 { prev } else { out };
-                level.resnets.push(ResBlock::new(b, &format!("{name}.resnets.{j}"), from + skip, out, temb, c)?);
+                level.resnets.push(ResBlock::new(
+                    b,
+                    &format!("{name}.resnets.{j}"),
+                    from + skip,
+                    out,
+                    temb,
+                    c,
+                )?);
                 if c.up_attention[i] {
                     let t = Transformer::new(
                         b,
@@ -372,7 +438,14 @@ impl Unet {
                 }
             }
             if i + 1 < levels {
-                level.resample = Some(Conv2d::new(b, &format!("{name}.upsamplers.0.conv"), out, out, 3, 1)?);
+                level.resample = Some(Conv2d::new(
+                    b,
+                    &format!("{name}.upsamplers.0.conv"),
+                    out,
+                    out,
+                    3,
+                    1,
+                )?);
             }
             up.push(level);
             prev = out;
@@ -398,10 +471,15 @@ impl Unet {
         let dim = self.config.channels[0];
         let half = dim / 2;
         let exponent: Vec<f32> = (0..half)
-            .map(|i| (-(10000f64.ln()) * i as f64 / (half as f64 - self.config.freq_shift)).exp() as f32)
+            .map(|i| {
+                (-(10000f64.ln()) * i as f64 / (half as f64 - self.config.freq_shift)).exp() as f32
+            })
             .collect();
         let freqs = Tensor::from_vec(exponent, (1, half), t.device())?;
-        let args = t.to_dtype(DType::F32)?.unsqueeze(1)?.broadcast_mul(&freqs)?;
+        let args = t
+            .to_dtype(DType::F32)?
+            .unsqueeze(1)?
+            .broadcast_mul(&freqs)?;
         let (sin, cos) = (args.sin()?, args.cos()?);
         if self.config.flip_sin_to_cos {
             Tensor::cat(&[cos, sin], 1)
@@ -425,7 +503,10 @@ impl Unet {
         let sinusoid = self.sinusoid(t)?.to_dtype(dt)?;
         let emb = run.run(
             &[&sinusoid],
-            Box::new(move |i| self.time2.forward(v, &self.time1.forward(v, &i[0])?.silu()?)),
+            Box::new(move |i| {
+                self.time2
+                    .forward(v, &self.time1.forward(v, &i[0])?.silu()?)
+            }),
         )?;
         let x = x.to_dtype(dt)?;
         let mut h = run.run(&[&x], Box::new(move |i| self.conv_in.forward(v, &i[0])))?;
@@ -451,7 +532,9 @@ impl Unet {
         h = run.run(&[&h, &emb], Box::new(move |i| r1.forward(v, &i[0], &i[1])))?;
         for level in &self.up {
             for (j, res) in level.resnets.iter().enumerate() {
-                let skip = skips.pop().ok_or_else(|| candle_core::Error::Msg("UNet skips ran out".into()))?;
+                let skip = skips
+                    .pop()
+                    .ok_or_else(|| candle_core::Error::Msg("UNet skips ran out".into()))?;
                 h = run.run(
                     &[&h, &skip, &emb],
                     Box::new(move |i| res.forward(v, &Tensor::cat(&[&i[0], &i[1]], 1)?, &i[2])),
@@ -462,7 +545,10 @@ impl Unet {
                 }
             }
             if let Some(conv) = &level.resample {
-                h = run.run(&[&h], Box::new(move |i| conv.forward(v, &upsample_nearest_x2(&i[0])?)))?;
+                h = run.run(
+                    &[&h],
+                    Box::new(move |i| conv.forward(v, &upsample_nearest_x2(&i[0])?)),
+                )?;
             }
         }
         run.run(
@@ -521,7 +607,12 @@ mod tests {
             let mut tape = Recompute::default();
             let out = unet.forward(&view, &x, &t, &text, &mut tape).unwrap();
             let leaf = Var::from_tensor(&out).unwrap();
-            let mut store = (leaf.as_tensor() * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut store = (leaf.as_tensor() * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             let d = super::super::nn::recompute::take(&mut store, leaf.as_tensor()).unwrap();
             tape.backward(&out, d, vars, &mut grads).unwrap();
             out
@@ -531,12 +622,23 @@ mod tests {
             grads.add(vars, &mut store).unwrap();
             out
         };
-        let grads = grads.sums.into_iter().map(|g| g.expect("every parameter has a gradient")).collect();
+        let grads = grads
+            .sums
+            .into_iter()
+            .map(|g| g.expect("every parameter has a gradient"))
+            .collect();
         (out, grads)
     }
 
     fn rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().sqr().unwrap().sum_all().unwrap().sqrt().unwrap();
+        let d = (a - b)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap();
         let n = b.sqr().unwrap().sum_all().unwrap().sqrt().unwrap();
         d.to_scalar::<f32>().unwrap() / n.to_scalar::<f32>().unwrap().max(1e-30)
     }
@@ -551,7 +653,16 @@ mod tests {
         assert!(rel(&out_a, &out_b) < 1e-6);
         // Gradients that are zero in exact arithmetic (see train_ref.py) are held to the
         // typical gradient's scale.
-        let norm = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap();
+        let norm = |t: &Tensor| {
+            t.sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .sqrt()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
         let mut norms: Vec<f32> = plain.iter().map(norm).collect();
         norms.sort_by(f32::total_cmp);
         let scale = norms[norms.len() / 2];
@@ -571,16 +682,34 @@ mod tests {
             eprintln!("LDMKIT_PYTHON not set: diffusers comparison skipped");
             return;
         };
-        for (file, config) in [("sd1_tiny_ldm.safetensors", "sd1_config.json"), ("sd2_tiny_ldm.safetensors", "sd2_config.json")] {
+        for (file, config) in [
+            ("sd1_tiny_ldm.safetensors", "sd1_config.json"),
+            ("sd2_tiny_ldm.safetensors", "sd2_config.json"),
+        ] {
             let unet = load(file);
             let [x, t, text, w] = inputs(unet.config.cross_attention_dim);
             let (out, grads) = gradients(&unet, false);
-            let names: Vec<String> = unet.params.names.iter().map(|n| format!("grad.{n}")).collect();
-            let mut tensors: Vec<(&str, &Tensor)> = vec![("latents", &x), ("timesteps", &t), ("text", &text), ("weights", &w), ("noise_pred", &out)];
+            let names: Vec<String> = unet
+                .params
+                .names
+                .iter()
+                .map(|n| format!("grad.{n}"))
+                .collect();
+            let mut tensors: Vec<(&str, &Tensor)> = vec![
+                ("latents", &x),
+                ("timesteps", &t),
+                ("text", &text),
+                ("weights", &w),
+                ("noise_pred", &out),
+            ];
             tensors.extend(names.iter().map(String::as_str).zip(&grads));
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("grads.safetensors");
-            std::fs::write(&path, crate::encode::shards::serialize(&tensors, Default::default()).unwrap()).unwrap();
+            std::fs::write(
+                &path,
+                crate::encode::shards::serialize(&tensors, Default::default()).unwrap(),
+            )
+            .unwrap();
             let status = std::process::Command::new(&python)
                 .arg(root().join("tests/python/train_ref.py"))
                 .arg("unet-grad")
@@ -591,7 +720,10 @@ mod tests {
                 .arg(fixture(config))
                 .status()
                 .unwrap();
-            assert!(status.success(), "{file}: ldmkit's UNet gradients differ from diffusers'");
+            assert!(
+                status.success(),
+                "{file}: ldmkit's UNet gradients differ from diffusers'"
+            );
         }
     }
 }

@@ -83,7 +83,8 @@ where
     S: BackendStorage,
 {
     let (storage, layout) = t.storage_and_layout();
-    let s = pick(&storage).ok_or_else(|| candle_core::Error::Msg("attention: device mismatch".into()))?;
+    let s = pick(&storage)
+        .ok_or_else(|| candle_core::Error::Msg("attention: device mismatch".into()))?;
     Ok((s.try_clone(layout)?, t.shape().clone()))
 }
 
@@ -155,9 +156,8 @@ impl CustomOp3 for Attention {
             let dp = g.matmul(&v.t()?)?;
             let delta = (g.to_dtype(DType::F32)? * rows(&o, start, len)?.to_dtype(DType::F32)?)?
                 .sum_keepdim(2)?;
-            let ds = (p.to_dtype(DType::F32)?
-                * dp.to_dtype(DType::F32)?.broadcast_sub(&delta)?)?
-            .to_dtype(q.dtype())?;
+            let ds = (p.to_dtype(DType::F32)? * dp.to_dtype(DType::F32)?.broadcast_sub(&delta)?)?
+                .to_dtype(q.dtype())?;
             dq.push((ds.matmul(&k)? * self.scale)?);
             // dK = dSᵀ · (q · scale)
             accumulate(&mut dk, ds.t()?.matmul(&qs)?)?;

@@ -16,7 +16,13 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(b: &mut Builder, name: &str, input: usize, output: usize, bias: bool) -> Result<Self> {
+    pub fn new(
+        b: &mut Builder,
+        name: &str,
+        input: usize,
+        output: usize,
+        bias: bool,
+    ) -> Result<Self> {
         Ok(Linear {
             w: b.get(&format!("{name}.weight"), (output, input))?,
             b: if bias {
@@ -85,7 +91,13 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
-    pub fn new(b: &mut Builder, name: &str, channels: usize, groups: usize, eps: f64) -> Result<Self> {
+    pub fn new(
+        b: &mut Builder,
+        name: &str,
+        channels: usize,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self> {
         if groups == 0 || channels % groups != 0 {
             candle_core::bail!("{name}: {channels} channels do not split into {groups} groups");
         }
@@ -100,11 +112,15 @@ impl GroupNorm {
     /// The norm of `x` `[b, c, h, w]`, optionally followed by SiLU (every resnet's pairing).
     pub fn forward(&self, v: &View, x: &Tensor, silu: bool) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
-        let flat = x.to_dtype(DType::F32)?.reshape((b, self.groups, (c / self.groups) * h * w))?;
+        let flat = x
+            .to_dtype(DType::F32)?
+            .reshape((b, self.groups, (c / self.groups) * h * w))?;
         let mean = flat.mean_keepdim(2)?;
         let centred = flat.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(2)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.reshape((b, c, h, w))?;
+        let normed = centred
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .reshape((b, c, h, w))?;
         let weight = v.get(self.w).to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
         let bias = v.get(self.b).to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
         let y = normed.broadcast_mul(&weight)?.broadcast_add(&bias)?;
@@ -151,5 +167,3 @@ pub fn upsample_nearest_x2(x: &Tensor) -> Result<Tensor> {
         .broadcast_as((b, c, h, 2, w, 2))?
         .reshape((b, c, 2 * h, 2 * w))
 }
-
-

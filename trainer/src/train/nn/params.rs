@@ -63,14 +63,6 @@ impl View {
 }
 
 impl Params {
-    pub fn len(&self) -> usize {
-        self.vars.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.vars.is_empty()
-    }
-
     /// The masters cast to `dtype`, still attached to them (gradients flow back in f32).
     pub fn training_view(&self, dtype: DType) -> Result<View> {
         let tensors = self

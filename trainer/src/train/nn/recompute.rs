@@ -80,7 +80,11 @@ impl Gradients {
     }
 
     /// Add what `store` holds for each of `vars`.
-    pub fn add(&mut self, vars: &[Var], store: &mut candle_core::backprop::GradStore) -> Result<()> {
+    pub fn add(
+        &mut self,
+        vars: &[Var],
+        store: &mut candle_core::backprop::GradStore,
+    ) -> Result<()> {
         for (sum, var) in self.sums.iter_mut().zip(vars) {
             if let Some(g) = take(store, var.as_tensor()) {
                 let g = g.to_dtype(DType::F32)?;
@@ -124,7 +128,10 @@ impl<'a> Recompute<'a> {
                 .inputs
                 .iter()
                 .zip(&leaves)
-                .map(|(t, l)| l.as_ref().map_or_else(|| t.clone(), |v| v.as_tensor().clone()))
+                .map(|(t, l)| {
+                    l.as_ref()
+                        .map_or_else(|| t.clone(), |v| v.as_tensor().clone())
+                })
                 .collect();
             let y = (entry.block)(&inputs)?;
             let mut store = (y * dy)?.sum_all()?.backward()?;
