@@ -69,6 +69,10 @@ pub enum Command {
     /// Time the VAE and text encoders alone (for bench/pre_encode_gpu.sh).
     #[command(hide = true)]
     BenchEncoders(BenchEncodersArgs),
+    /// Time full-UNet training steps on random data, and check the GPU's gradients against
+    /// the CPU's (for bench/train_gpu.sh).
+    #[command(hide = true)]
+    BenchTrain(BenchTrainArgs),
 }
 
 /// Where and how a rewrite writes its result.
@@ -505,4 +509,33 @@ pub struct ExportArgs {
     pub step: Option<u64>,
     #[command(flatten)]
     pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTrainArgs {
+    /// Comma-separated batch sizes.
+    #[arg(long, default_value = "1,4,8")]
+    pub batch: String,
+    /// Comma-separated compute precisions (bf16, f32).
+    #[arg(long, default_value = "bf16")]
+    pub precision: String,
+    /// Comma-separated recomputation settings: off, on.
+    #[arg(long, default_value = "off,on")]
+    pub checkpointing: String,
+    /// Latent side (64 = 512² images).
+    #[arg(long, default_value_t = 64)]
+    pub latent: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Instead of timing, compare the device's output and gradients with the CPU's on this
+    /// (small) model.
+    #[arg(long, value_name = "MODEL")]
+    pub check: Option<PathBuf>,
+    /// Append one JSON line per result here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }

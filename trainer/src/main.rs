@@ -43,6 +43,7 @@ fn main() -> ExitCode {
         cli::Command::Train(a) => cmd::train::run(&a),
         cli::Command::Export(a) => cmd::export::run(&a),
         cli::Command::BenchEncoders(a) => cmd::bench_encoders::run(&a),
+        cli::Command::BenchTrain(a) => cmd::bench_train::run(&a),
     };
     ExitCode::from(code)
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns the process exit code.
 
 pub mod bench_encoders;
+pub mod bench_train;
 pub mod diff;
 pub mod export;
 pub mod inputs;

@@ -200,11 +200,12 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
             {
                 let file = samples_dir(&run).join(format!("{}.png", checkpoint::name_of(step)));
                 let view = trainer
+                    .learner
                     .unet
                     .params
                     .detached_view(dtype, None)
                     .map_err(|e| arg(one_line(e)))?;
-                p.draw(&model, &trainer.unet, &view, &device, &file)
+                p.draw(&model, &trainer.learner.unet, &view, &device, &file)
                     .map_err(arg)?;
                 bar.println(format!("preview {}", file.display()));
             }

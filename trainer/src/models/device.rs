@@ -48,6 +48,9 @@ fn configure(device: &Device, tf32: bool) {
             // SAFETY: every kernel ldmkit launches on this device goes to the one stream
             // candle made for it, so no buffer is shared across streams.
             unsafe { cuda.disable_event_tracking() };
+            if let Err(e) = super::cuda::pool::keep_memory(cuda) {
+                eprintln!("warning: {e} (freed GPU memory goes back to the driver)");
+            }
         }
     }
     let _ = (device, tf32);

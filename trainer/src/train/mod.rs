@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod ema;
+pub mod learner;
 pub mod log;
 pub mod nn;
 pub mod optim;

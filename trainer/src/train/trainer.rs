@@ -1,35 +1,31 @@
-//! One training run in memory: the UNet and its optimizer, EMA, data and objective, and the
-//! optimizer step that ties them together (micro-batches with gradient accumulation,
-//! prior-preservation samples with their own loss weight, clipping, warm-up, EMA).
+//! One training run in memory: the [`Learner`] (UNet, optimizer, EMA), the data and the
+//! objective, and the optimizer step that ties them together (micro-batches with gradient
+//! accumulation, prior-preservation samples with their own loss weight, warm-up).
 
 use super::checkpoint::{self, State};
 use super::config::TrainConfig;
 use super::data::{Batch, Cursor, Dataset, Extras};
-use super::ema::Ema;
-use super::nn::params::View;
-use super::nn::recompute::{Gradients, Plain, Recompute};
-use super::optim::{clip_grad_norm, learning_rate, AdamW};
+use super::learner::{Learner, Prepared};
+use super::nn::recompute::Gradients;
+use super::optim::learning_rate;
 use super::rng::{generator, Stream};
-use super::schedule::{weighted_mse, Prediction, Schedule, TIMESTEPS};
+use super::schedule::{Prediction, Schedule, TIMESTEPS};
 use super::unet::Unet;
 use crate::models::one_line;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use rand::Rng;
 use rand_distr::StandardNormal;
 use std::path::Path;
 
 pub struct Trainer {
     pub config: TrainConfig,
-    pub unet: Unet,
-    pub adam: AdamW,
-    pub ema: Option<Ema>,
+    pub learner: Learner,
     pub data: Dataset,
     pub prior: Option<Dataset>,
     pub extras: Extras,
     pub schedule: Schedule,
     pub state: State,
     pub device: Device,
-    pub dtype: DType,
     prediction: Prediction,
     scaling_factor: f64,
 }
@@ -48,17 +44,6 @@ pub struct StepReport {
     pub samples: usize,
 }
 
-/// A micro-batch on the device.
-struct Prepared {
-    input: Tensor,
-    target: Tensor,
-    timesteps: Tensor,
-    text: Tensor,
-    weights: Vec<f32>,
-    /// Leading samples that are training (not prior) samples.
-    instance: usize,
-}
-
 fn randn(rng: &mut impl Rng, n: usize) -> Vec<f32> {
     (0..n)
         .map(|_| rng.sample::<f32, _>(StandardNormal))
@@ -75,29 +60,33 @@ impl Trainer {
         dtype: DType,
     ) -> Result<Trainer, String> {
         config.check()?;
-        let vars = &unet.params.vars;
-        let adam = AdamW::new(config.adam(), vars).map_err(one_line)?;
-        let ema = if config.ema {
-            Some(Ema::new(vars, config.ema_decay).map_err(one_line)?)
-        } else {
-            None
-        };
+        let unet_config = unet.config.clone();
+        let learner = Learner::new(
+            unet,
+            config.adam(),
+            config.ema.then_some(config.ema_decay),
+            dtype,
+            config.gradient_checkpointing,
+            config.max_grad_norm,
+        )
+        .map_err(one_line)?;
+        let unet = &unet_config;
         let extras = data.extras()?;
         let latents = &data.manifest.latents;
-        if latents.channels != unet.config.in_channels {
+        if latents.channels != unet.in_channels {
             return Err(format!(
                 "{}: latents have {} channels, the UNet takes {}",
                 data.dir.display(),
                 latents.channels,
-                unet.config.in_channels
+                unet.in_channels
             ));
         }
         let width = extras.empty.dim(2).map_err(one_line)?;
-        if width != unet.config.cross_attention_dim {
+        if width != unet.cross_attention_dim {
             return Err(format!(
                 "{}: text states are {width} wide, the UNet attends to {} (encoded with another model?)",
                 data.dir.display(),
-                unet.config.cross_attention_dim
+                unet.cross_attention_dim
             ));
         }
         if let Some(p) = &prior {
@@ -113,7 +102,7 @@ impl Trainer {
         }
         let state = State {
             prior: prior.as_ref().map(|_| Cursor::default()),
-            ema_updates: ema.as_ref().map(|_| 0),
+            ema_updates: learner.ema.as_ref().map(|_| 0),
             rng: checkpoint::RngState {
                 seed: config.seed,
                 counter: 0,
@@ -124,40 +113,33 @@ impl Trainer {
             prediction: config.prediction()?,
             scaling_factor: latents.scaling_factor,
             config,
-            unet,
-            adam,
-            ema,
+            learner,
             data,
             prior,
             extras,
             schedule: Schedule::default(),
             state,
             device,
-            dtype,
         })
-    }
-
-    fn vars(&self) -> &[Var] {
-        &self.unet.params.vars
     }
 
     /// Continue from checkpoint folder `dir`.
     pub fn restore(&mut self, dir: &Path) -> Result<(), String> {
         let state = checkpoint::read_state(dir)?;
-        let ldm = checkpoint::ldm_names(&self.unet.params)?;
+        let ldm = checkpoint::ldm_names(&self.learner.unet.params)?;
         let weights = checkpoint::read_tensors(&dir.join("unet.safetensors"), &ldm, &self.device)?;
-        for (var, w) in self.unet.params.vars.iter().zip(&weights) {
+        for (var, w) in self.learner.unet.params.vars.iter().zip(&weights) {
             var.set(w)
                 .map_err(|e| format!("{}: {}", dir.display(), one_line(e)))?;
         }
-        let names = &self.unet.params.names;
+        let names = &self.learner.unet.params.names;
         let m: Vec<String> = names.iter().map(|n| format!("m.{n}")).collect();
         let v: Vec<String> = names.iter().map(|n| format!("v.{n}")).collect();
         let opt = dir.join("optimizer.safetensors");
-        self.adam.m = checkpoint::read_tensors(&opt, &m, &self.device)?;
-        self.adam.v = checkpoint::read_tensors(&opt, &v, &self.device)?;
-        self.adam.step = state.adam_step;
-        if let Some(ema) = &mut self.ema {
+        self.learner.adam.m = checkpoint::read_tensors(&opt, &m, &self.device)?;
+        self.learner.adam.v = checkpoint::read_tensors(&opt, &v, &self.device)?;
+        self.learner.adam.step = state.adam_step;
+        if let Some(ema) = &mut self.learner.ema {
             ema.shadow =
                 checkpoint::read_tensors(&dir.join("ema.safetensors"), &ldm, &self.device)?;
             ema.updates = state
@@ -184,16 +166,16 @@ impl Trainer {
 
     pub fn save(&self, run: &Path) -> Result<std::path::PathBuf, String> {
         let mut state = self.state.clone();
-        state.adam_step = self.adam.step;
-        state.ema_updates = self.ema.as_ref().map(|e| e.updates);
+        state.adam_step = self.learner.adam.step;
+        state.ema_updates = self.learner.ema.as_ref().map(|e| e.updates);
         state.rng.counter = state.step;
         checkpoint::save(
             run,
             &checkpoint::Saved {
-                params: &self.unet.params,
-                ema: self.ema.as_ref().map(|e| e.shadow.as_slice()),
-                m: &self.adam.m,
-                v: &self.adam.v,
+                params: &self.learner.unet.params,
+                ema: self.learner.ema.as_ref().map(|e| e.shadow.as_slice()),
+                m: &self.learner.adam.m,
+                v: &self.learner.adam.v,
                 state: &state,
             },
         )
@@ -319,51 +301,21 @@ impl Trainer {
             .collect()
     }
 
-    /// Forward and backward of one micro-batch; adds to `grads`, returns per-sample MSEs.
-    fn pass(
-        &self,
-        view: &View,
-        p: &Prepared,
-        grads: &mut Gradients,
-    ) -> candle_core::Result<Vec<f32>> {
-        let vars = self.vars();
-        if self.config.gradient_checkpointing {
-            let mut tape = Recompute::default();
-            let pred = self
-                .unet
-                .forward(view, &p.input, &p.timesteps, &p.text, &mut tape)?;
-            let leaf = Var::from_tensor(&pred)?;
-            let (loss, per) = weighted_mse(leaf.as_tensor(), &p.target, &p.weights)?;
-            let mut store = loss.backward()?;
-            let dpred = super::nn::recompute::take(&mut store, leaf.as_tensor())
-                .ok_or_else(|| candle_core::Error::Msg("no gradient for the UNet output".into()))?;
-            tape.backward(&pred, dpred, vars, grads)?;
-            Ok(per)
-        } else {
-            let pred = self
-                .unet
-                .forward(view, &p.input, &p.timesteps, &p.text, &mut Plain)?;
-            let (loss, per) = weighted_mse(&pred, &p.target, &p.weights)?;
-            let mut store = loss.backward()?;
-            grads.add(vars, &mut store)?;
-            Ok(per)
-        }
-    }
-
     /// One optimizer step.
     pub fn step(&mut self) -> Result<StepReport, String> {
         let step = self.state.step + 1;
-        let mut grads = Gradients::new(self.vars().len());
+        let mut grads = Gradients::new(self.learner.unet.params.vars.len());
         let (mut loss, mut inst, mut prior) = (0f64, Vec::new(), Vec::new());
         for micro in 0..self.config.grad_accum as u64 {
             let prepared = self.prepare(step, micro)?;
-            let view = self
+            let learner = &self.learner;
+            let view = learner
                 .unet
                 .params
-                .training_view(self.dtype)
+                .training_view(learner.dtype)
                 .map_err(one_line)?;
             for p in &prepared {
-                let per = self.pass(&view, p, &mut grads).map_err(one_line)?;
+                let per = learner.pass(&view, p, &mut grads).map_err(one_line)?;
                 for (i, (&mse, &w)) in per.iter().zip(&p.weights).enumerate() {
                     loss += (mse * w) as f64;
                     if i < p.instance {
@@ -374,22 +326,13 @@ impl Trainer {
                 }
             }
         }
-        let grad_norm = if self.config.max_grad_norm > 0.0 {
-            clip_grad_norm(&mut grads.sums, self.config.max_grad_norm).map_err(one_line)?
-        } else {
-            f64::NAN
-        };
         let lr = learning_rate(self.config.lr, step, self.config.warmup_steps);
         if !loss.is_finite() {
             return Err(format!(
                 "step {step}: the loss is {loss}; lower --lr or check the data"
             ));
         }
-        let vars: Vec<Var> = self.vars().to_vec();
-        self.adam.apply(&vars, &grads.sums, lr).map_err(one_line)?;
-        if let Some(ema) = &mut self.ema {
-            ema.update(&vars).map_err(one_line)?;
-        }
+        let grad_norm = self.learner.apply(&mut grads, lr).map_err(one_line)?;
         self.state.step = step;
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         Ok(StepReport {

@@ -7,7 +7,9 @@
 //! algorithm chosen by cuDNN's own timing (`cudnnFindConvolutionForwardAlgorithm`, as
 //! PyTorch's `cudnn.benchmark` does), TF32 tensor cores for f32 (PyTorch's default for
 //! cuDNN convolutions) and tensor cores with f32 accumulation for bf16/f16, one workspace
-//! kept and grown, and the bias added in place by `cudnnAddTensor`.
+//! kept and grown, and the bias added in place by `cudnnAddTensor`. For training, both
+//! gradients (input: `cudnnConvolutionBackwardData`, weight: `...BackwardFilter`) go the
+//! same way, each algorithm timed the first time its shape is seen.
 //!
 //! cudarc's safe cuDNN wrappers keep their raw descriptors private (so they cannot be cached
 //! or passed to the calls above); this module uses cudarc's `sys` bindings instead.
@@ -70,16 +72,37 @@ fn data_type(dtype: DType) -> Result<sys::cudnnDataType_t> {
     })
 }
 
-/// Descriptors and the chosen algorithm for one shape, made once.
+/// Descriptors and the chosen algorithms for one shape, made once; each pass's algorithm
+/// is timed the first time that pass runs.
 struct Plan {
     x: sys::cudnnTensorDescriptor_t,
     w: sys::cudnnFilterDescriptor_t,
     conv: sys::cudnnConvolutionDescriptor_t,
     y: sys::cudnnTensorDescriptor_t,
     bias: sys::cudnnTensorDescriptor_t,
-    algo: sys::cudnnConvolutionFwdAlgo_t,
-    workspace: usize,
+    forward: Option<Choice<sys::cudnnConvolutionFwdAlgo_t>>,
+    data: Option<Choice<sys::cudnnConvolutionBwdDataAlgo_t>>,
+    filter: Option<Choice<sys::cudnnConvolutionBwdFilterAlgo_t>>,
     out: [usize; 4],
+}
+
+/// An algorithm, the math it runs with and the workspace it needs.
+#[derive(Clone, Copy)]
+struct Choice<A> {
+    algo: A,
+    math: sys::cudnnMathType_t,
+    workspace: usize,
+}
+
+/// Which of the three convolutions a call computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// y from x and w.
+    Forward,
+    /// dx from dy and w (the input gradient).
+    Data,
+    /// dw from x and dy (the weight gradient).
+    Filter,
 }
 
 impl Drop for Plan {
@@ -144,9 +167,49 @@ fn tensor_desc(dt: sys::cudnnDataType_t, d: [usize; 4]) -> Result<sys::cudnnTens
     Ok(desc)
 }
 
+/// Of cuDNN's timed candidates (fastest first), the first that ran and fits `limit`,
+/// keeping FMA math for f32 when TF32 is off.
+macro_rules! pick {
+    ($perf:expr, $found:expr, $key:expr, $limit:expr, $what:expr) => {{
+        let key: &Key = $key;
+        if std::env::var_os("LDMKIT_CONV_DEBUG").is_some() {
+            for r in &$perf[..$found.max(0) as usize] {
+                eprintln!(
+                    "conv {} {key:?}: {:?} {:?} {:?} {:.3} ms {} MiB",
+                    $what,
+                    r.algo,
+                    r.mathType,
+                    r.status,
+                    r.time,
+                    r.memory >> 20
+                );
+            }
+        }
+        $perf[..$found.max(0) as usize]
+            .iter()
+            .find(|r| {
+                r.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS
+                    && r.memory <= $limit
+                    && (key.tf32
+                        || key.dtype != DType::F32
+                        || r.mathType != sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH)
+            })
+            .map(|r| Choice {
+                algo: r.algo,
+                math: r.mathType,
+                workspace: r.memory,
+            })
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!("cuDNN has no {} algorithm for {key:?}", $what))
+            })
+    }};
+}
+
+/// Candidates asked of each timed search.
+const ALGOS: usize = 8;
+
 impl Plan {
-    fn new(handle: sys::cudnnHandle_t, key: &Key, free_memory: usize) -> Result<Plan> {
-        let workspace_limit = (free_memory / WORKSPACE_SHARE).max(256 << 20);
+    fn new(key: &Key) -> Result<Plan> {
         let dt = data_type(key.dtype)?;
         let [n, c, h, w] = key.x;
         let [k, wc, kh, kw] = key.w;
@@ -164,8 +227,9 @@ impl Plan {
             conv: std::ptr::null_mut(),
             y: tensor_desc(dt, out)?,
             bias: tensor_desc(dt, [1, k, 1, 1])?,
-            algo: sys::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
-            workspace: 0,
+            forward: None,
+            data: None,
+            filter: None,
             out,
         };
         unsafe {
@@ -209,76 +273,83 @@ impl Plan {
                 sys::cudnnSetConvolutionMathType(plan.conv, math),
                 "math type",
             )?;
-            const ALGOS: usize = 8;
-            let mut found = 0;
-            let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; ALGOS] = std::mem::zeroed();
-            check(
-                sys::cudnnFindConvolutionForwardAlgorithm(
-                    handle,
-                    plan.x,
-                    plan.w,
-                    plan.conv,
-                    plan.y,
-                    ALGOS as i32,
-                    &mut found,
-                    perf.as_mut_ptr(),
-                ),
-                "algorithm search",
-            )?;
-            if std::env::var_os("LDMKIT_CONV_DEBUG").is_some() {
-                for r in &perf[..found.max(0) as usize] {
-                    eprintln!(
-                        "conv {key:?}: {:?} {:?} {:?} {:.3} ms {} MiB",
-                        r.algo,
-                        r.mathType,
-                        r.status,
-                        r.time,
-                        r.memory >> 20
-                    );
-                }
-            }
-            // Fastest first; take the first that ran and fits the workspace limit, keeping
-            // FMA math when TF32 is off.
-            let best = perf[..found.max(0) as usize]
-                .iter()
-                .find(|r| {
-                    r.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS
-                        && r.memory <= workspace_limit
-                        && (key.tf32
-                            || key.dtype != DType::F32
-                            || r.mathType != sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH)
-                })
-                .ok_or_else(|| {
-                    candle_core::Error::Msg(format!("cuDNN has no algorithm for {key:?}"))
-                })?;
-            check(
-                sys::cudnnSetConvolutionMathType(plan.conv, best.mathType),
-                "math type",
-            )?;
-            plan.algo = best.algo;
-            check(
-                sys::cudnnGetConvolutionForwardWorkspaceSize(
-                    handle,
-                    plan.x,
-                    plan.w,
-                    plan.conv,
-                    plan.y,
-                    plan.algo,
-                    &mut plan.workspace,
-                ),
-                "workspace size",
-            )?;
-            if std::env::var_os("LDMKIT_CONV_DEBUG").is_some() {
-                eprintln!(
-                    "conv {key:?}: chose {:?} {:?}, workspace {} MiB (search said {} MiB)",
-                    best.algo,
-                    best.mathType,
-                    plan.workspace >> 20,
-                    best.memory >> 20
-                );
-            }
         }
         Ok(plan)
+    }
+
+    /// Time `pass`'s algorithms once (cuDNN's own search, as PyTorch's `cudnn.benchmark`).
+    fn choose(
+        &mut self,
+        handle: sys::cudnnHandle_t,
+        key: &Key,
+        pass: Pass,
+        free_memory: usize,
+    ) -> Result<usize> {
+        let limit = (free_memory / WORKSPACE_SHARE).max(256 << 20);
+        let mut found = 0;
+        unsafe {
+            match pass {
+                Pass::Forward if self.forward.is_none() => {
+                    let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; ALGOS] = std::mem::zeroed();
+                    check(
+                        sys::cudnnFindConvolutionForwardAlgorithm(
+                            handle,
+                            self.x,
+                            self.w,
+                            self.conv,
+                            self.y,
+                            ALGOS as i32,
+                            &mut found,
+                            perf.as_mut_ptr(),
+                        ),
+                        "algorithm search",
+                    )?;
+                    self.forward = Some(pick!(perf, found, key, limit, "forward")?);
+                }
+                Pass::Data if self.data.is_none() => {
+                    let mut perf: [sys::cudnnConvolutionBwdDataAlgoPerf_t; ALGOS] =
+                        std::mem::zeroed();
+                    check(
+                        sys::cudnnFindConvolutionBackwardDataAlgorithm(
+                            handle,
+                            self.w,
+                            self.y,
+                            self.conv,
+                            self.x,
+                            ALGOS as i32,
+                            &mut found,
+                            perf.as_mut_ptr(),
+                        ),
+                        "algorithm search (input gradient)",
+                    )?;
+                    self.data = Some(pick!(perf, found, key, limit, "input-gradient")?);
+                }
+                Pass::Filter if self.filter.is_none() => {
+                    let mut perf: [sys::cudnnConvolutionBwdFilterAlgoPerf_t; ALGOS] =
+                        std::mem::zeroed();
+                    check(
+                        sys::cudnnFindConvolutionBackwardFilterAlgorithm(
+                            handle,
+                            self.x,
+                            self.y,
+                            self.conv,
+                            self.w,
+                            ALGOS as i32,
+                            &mut found,
+                            perf.as_mut_ptr(),
+                        ),
+                        "algorithm search (weight gradient)",
+                    )?;
+                    self.filter = Some(pick!(perf, found, key, limit, "weight-gradient")?);
+                }
+                _ => {}
+            }
+        }
+        Ok(match pass {
+            Pass::Forward => self.forward.map_or(0, |c| c.workspace),
+            Pass::Data => self.data.map_or(0, |c| c.workspace),
+            Pass::Filter => self.filter.map_or(0, |c| c.workspace),
+        })
     }
 }
 
@@ -326,121 +397,277 @@ impl Conv {
         w: (&CudaStorage, &Layout),
         bias: Option<(&CudaStorage, &Layout)>,
     ) -> Result<(CudaStorage, Shape)> {
-        let dev = x.0.device().clone();
-        let dtype = x.0.dtype();
-        if w.0.dtype() != dtype || bias.is_some_and(|b| b.0.dtype() != dtype) {
-            candle_core::bail!("conv2d: operands of different dtypes");
+        let (xd, wd) = (dims4(x.1, "input")?, dims4(w.1, "weight")?);
+        launch(self, Pass::Forward, x, w, bias, xd, wd)
+    }
+}
+
+/// Run `pass` of the convolution whose input is `xd` and weight `wd`: operands `a`, `b` are
+/// (x, w) forward, (dy, w) for the input gradient and (x, dy) for the weight gradient.
+fn launch(
+    conv: &Conv,
+    pass: Pass,
+    a: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+    bias: Option<(&CudaStorage, &Layout)>,
+    xd: [usize; 4],
+    wd: [usize; 4],
+) -> Result<(CudaStorage, Shape)> {
+    let dev = a.0.device().clone();
+    let dtype = a.0.dtype();
+    if b.0.dtype() != dtype || bias.is_some_and(|b| b.0.dtype() != dtype) {
+        candle_core::bail!("conv2d: operands of different dtypes");
+    }
+    let device = match dev.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => gpu_id,
+        _ => unreachable!("a CUDA storage lives on a CUDA device"),
+    };
+    let key = Key {
+        device,
+        dtype,
+        x: xd,
+        w: wd,
+        padding: conv.padding,
+        stride: conv.stride,
+        tf32: ALLOW_TF32.load(Ordering::Relaxed),
+    };
+    let stream = dev.cuda_stream();
+    STATE.with(|state| {
+        let mut state = state.borrow_mut();
+        let state = &mut *state;
+        let handle = match state.handles.entry(key.device) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut raw = std::ptr::null_mut();
+                unsafe {
+                    check(sys::cudnnCreate(&mut raw), "handle")?;
+                    check(
+                        sys::cudnnSetStream(raw, stream.cu_stream() as sys::cudaStream_t),
+                        "stream",
+                    )?;
+                }
+                e.insert(Handle {
+                    raw,
+                    workspace: None,
+                })
+            }
+        };
+        if !state.plans.contains_key(&key) {
+            state.plans.insert(key.clone(), Plan::new(&key)?);
         }
-        let device = match dev.location() {
-            candle_core::DeviceLocation::Cuda { gpu_id } => gpu_id,
-            _ => unreachable!("a CUDA storage lives on a CUDA device"),
+        let plan = state.plans.get_mut(&key).expect("inserted above");
+        let (free, _) = stream.context().mem_get_info().w()?;
+        let workspace = plan.choose(handle.raw, &key, pass, free)?;
+        if handle.workspace.as_ref().map_or(0, |w| w.len()) < workspace {
+            // Free the old one first: the two need not both fit.
+            handle.workspace = None;
+            handle.workspace = Some(
+                stream
+                    .alloc_zeros::<u8>(workspace)
+                    .map_err(|e| candle_core::Error::Msg(format!("cuDNN workspace: {e}")))?,
+            );
+        }
+        let dims = match pass {
+            Pass::Forward => plan.out,
+            Pass::Data => key.x,
+            Pass::Filter => key.w,
         };
-        let key = Key {
-            device,
-            dtype,
-            x: dims4(x.1, "input")?,
-            w: dims4(w.1, "weight")?,
-            padding: self.padding,
-            stride: self.stride,
-            tf32: ALLOW_TF32.load(Ordering::Relaxed),
+        let el: usize = dims.iter().product();
+        let mut out = match dtype {
+            DType::F32 => CudaStorageSlice::F32(unsafe { stream.alloc::<f32>(el) }.w()?),
+            DType::BF16 => CudaStorageSlice::BF16(unsafe { stream.alloc(el) }.w()?),
+            DType::F16 => CudaStorageSlice::F16(unsafe { stream.alloc(el) }.w()?),
+            other => candle_core::bail!("conv2d: {other:?} is not supported"),
         };
-        let stream = dev.cuda_stream();
-        STATE.with(|state| {
-            let mut state = state.borrow_mut();
-            let state = &mut *state;
-            let handle = match state.handles.entry(key.device) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let mut raw = std::ptr::null_mut();
-                    unsafe {
-                        check(sys::cudnnCreate(&mut raw), "handle")?;
+        let (one, zero) = (1f32, 0f32);
+        let (one, zero) = (
+            &one as *const f32 as *const c_void,
+            &zero as *const f32 as *const c_void,
+        );
+        let ap = ptr(a.0, a.1, "first operand")?;
+        let bp = ptr(b.0, b.1, "second operand")?;
+        macro_rules! out {
+            ($v:expr) => {{
+                let (p, _sync) = $v.device_ptr_mut(&stream);
+                p as *mut c_void
+            }};
+        }
+        let op = match &mut out {
+            CudaStorageSlice::F32(v) => out!(v),
+            CudaStorageSlice::BF16(v) => out!(v),
+            CudaStorageSlice::F16(v) => out!(v),
+            _ => unreachable!("allocated above"),
+        };
+        let (wsp, wsn) = match handle.workspace.as_mut() {
+            Some(ws) if workspace > 0 => (out!(ws), ws.len()),
+            _ => (std::ptr::null_mut(), 0),
+        };
+        let h = handle.raw;
+        unsafe {
+            match pass {
+                Pass::Forward => {
+                    let c = plan.forward.expect("chosen above");
+                    check(
+                        sys::cudnnSetConvolutionMathType(plan.conv, c.math),
+                        "math type",
+                    )?;
+                    check(
+                        sys::cudnnConvolutionForward(
+                            h, one, plan.x, ap, plan.w, bp, plan.conv, c.algo, wsp, wsn, zero,
+                            plan.y, op,
+                        ),
+                        "convolution",
+                    )?;
+                    if let Some(b) = bias {
+                        let bp = ptr(b.0, b.1, "bias")?;
                         check(
-                            sys::cudnnSetStream(raw, stream.cu_stream() as sys::cudaStream_t),
-                            "stream",
+                            sys::cudnnAddTensor(h, one, plan.bias, bp, one, plan.y, op),
+                            "bias",
                         )?;
                     }
-                    e.insert(Handle {
-                        raw,
-                        workspace: None,
-                    })
                 }
-            };
-            if !state.plans.contains_key(&key) {
-                let (free, _) = stream.context().mem_get_info().w()?;
-                let plan = Plan::new(handle.raw, &key, free)?;
-                state.plans.insert(key.clone(), plan);
-            }
-            let plan = &state.plans[&key];
-            if handle.workspace.as_ref().map_or(0, |w| w.len()) < plan.workspace {
-                handle.workspace = Some(
-                    stream
-                        .alloc_zeros::<u8>(plan.workspace)
-                        .map_err(|e| candle_core::Error::Msg(format!("cuDNN workspace: {e}")))?,
-                );
-            }
-            let el: usize = plan.out.iter().product();
-            let mut y = match dtype {
-                DType::F32 => CudaStorageSlice::F32(unsafe { stream.alloc::<f32>(el) }.w()?),
-                DType::BF16 => CudaStorageSlice::BF16(unsafe { stream.alloc(el) }.w()?),
-                DType::F16 => CudaStorageSlice::F16(unsafe { stream.alloc(el) }.w()?),
-                other => candle_core::bail!("conv2d: {other:?} is not supported"),
-            };
-            let (one, zero) = (1f32, 0f32);
-            let xp = ptr(x.0, x.1, "input")?;
-            let wp = ptr(w.0, w.1, "weight")?;
-            macro_rules! out {
-                ($v:expr) => {{
-                    let (p, _sync) = $v.device_ptr_mut(&stream);
-                    p as *mut c_void
-                }};
-            }
-            let yp = match &mut y {
-                CudaStorageSlice::F32(v) => out!(v),
-                CudaStorageSlice::BF16(v) => out!(v),
-                CudaStorageSlice::F16(v) => out!(v),
-                _ => unreachable!("allocated above"),
-            };
-            let (wsp, wsn) = match handle.workspace.as_mut() {
-                Some(ws) if plan.workspace > 0 => (out!(ws), ws.len()),
-                _ => (std::ptr::null_mut(), 0),
-            };
-            unsafe {
-                check(
-                    sys::cudnnConvolutionForward(
-                        handle.raw,
-                        &one as *const f32 as *const c_void,
-                        plan.x,
-                        xp,
-                        plan.w,
-                        wp,
-                        plan.conv,
-                        plan.algo,
-                        wsp,
-                        wsn,
-                        &zero as *const f32 as *const c_void,
-                        plan.y,
-                        yp,
-                    ),
-                    "convolution",
-                )?;
-                if let Some(b) = bias {
-                    let bp = ptr(b.0, b.1, "bias")?;
+                Pass::Data => {
+                    let c = plan.data.expect("chosen above");
                     check(
-                        sys::cudnnAddTensor(
-                            handle.raw,
-                            &one as *const f32 as *const c_void,
-                            plan.bias,
-                            bp,
-                            &one as *const f32 as *const c_void,
-                            plan.y,
-                            yp,
+                        sys::cudnnSetConvolutionMathType(plan.conv, c.math),
+                        "math type",
+                    )?;
+                    check(
+                        sys::cudnnConvolutionBackwardData(
+                            h, one, plan.w, bp, plan.y, ap, plan.conv, c.algo, wsp, wsn, zero,
+                            plan.x, op,
                         ),
-                        "bias",
+                        "convolution input gradient",
+                    )?;
+                }
+                Pass::Filter => {
+                    let c = plan.filter.expect("chosen above");
+                    check(
+                        sys::cudnnSetConvolutionMathType(plan.conv, c.math),
+                        "math type",
+                    )?;
+                    check(
+                        sys::cudnnConvolutionBackwardFilter(
+                            h, one, plan.x, ap, plan.y, bp, plan.conv, c.algo, wsp, wsn, zero,
+                            plan.w, op,
+                        ),
+                        "convolution weight gradient",
                     )?;
                 }
             }
-            Ok((super::storage(y, &dev), Shape::from(plan.out.to_vec())))
-        })
+        }
+        Ok((super::storage(out, &dev), Shape::from(dims.to_vec())))
+    })
+}
+
+/// `x` ⊛ `w` (no bias) with a backward pass: both gradients through cuDNN as well
+/// (candle's input gradient is a naive transposed-convolution kernel, ~80% of a training
+/// convolution's time: ../shared/CUDA.md).
+pub fn conv2d_trainable(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, Trainable(Conv { padding, stride }))
+}
+
+struct Trainable(Conv);
+
+/// One gradient of a convolution: `dims` are the other operand's (x for the weight
+/// gradient, w for the input gradient).
+struct Gradient {
+    conv: Conv,
+    pass: Pass,
+    dims: [usize; 4],
+}
+
+impl CustomOp2 for Trainable {
+    fn name(&self) -> &'static str {
+        "ldmkit-cudnn-conv2d-trainable"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        super::cuda_only("ldmkit-cudnn-conv2d-trainable")
+    }
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        w: &CudaStorage,
+        wl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        self.0.run((x, xl), (w, wl), None)
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let grad = |pass, t: &Tensor| -> Result<Gradient> {
+            let (a, b, c, d) = t.dims4()?;
+            Ok(Gradient {
+                conv: Conv {
+                    padding: self.0.padding,
+                    stride: self.0.stride,
+                },
+                pass,
+                dims: [a, b, c, d],
+            })
+        };
+        let dx = dy.apply_op2_no_bwd(w, &grad(Pass::Data, x)?)?;
+        let dw = x.apply_op2_no_bwd(&dy, &grad(Pass::Filter, w)?)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp2 for Gradient {
+    fn name(&self) -> &'static str {
+        "ldmkit-cudnn-conv2d-gradient"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        super::cuda_only("ldmkit-cudnn-conv2d-gradient")
+    }
+    fn cuda_fwd(
+        &self,
+        a: &CudaStorage,
+        al: &Layout,
+        b: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        match self.pass {
+            // (dy, w): x's dims given, w's from the operand.
+            Pass::Data => launch(
+                &self.conv,
+                Pass::Data,
+                (a, al),
+                (b, bl),
+                None,
+                self.dims,
+                dims4(bl, "weight")?,
+            ),
+            // (x, dy): w's dims given.
+            Pass::Filter => launch(
+                &self.conv,
+                Pass::Filter,
+                (a, al),
+                (b, bl),
+                None,
+                dims4(al, "input")?,
+                self.dims,
+            ),
+            Pass::Forward => unreachable!("gradients only"),
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! GroupNorm (+ SiLU) as one fused kernel of our own ([`norm`]), the downsampler's
 //! asymmetric padding as one copy ([`pad`]), a linear layer's bias + activation and the
 //! text encoder's causal softmax as one pass each ([`epilogue`]), and convolutions through
-//! cuDNN with tensor-op math, cached algorithm choice and a kept workspace ([`conv`]).
+//! cuDNN with tensor-op math, cached algorithm choice and a kept workspace, and their
+//! gradients for training ([`conv`]); the memory pool kept between steps ([`pool`]).
 //!
 //! Everything here is only compiled with the `cuda` feature; the model code calls it when a
 //! tensor lives on a CUDA device and takes candle's portable path otherwise, so CPU tests
@@ -109,6 +110,7 @@ pub mod conv;
 pub mod epilogue;
 pub mod norm;
 pub mod pad;
+pub mod pool;
 
 /// ldmkit's kernels as PTX (built from kernels.cu by build.rs).
 pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/ldmkit_kernels.ptx"));

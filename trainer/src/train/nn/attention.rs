@@ -78,7 +78,7 @@ impl Attention {
 }
 
 /// The storage of a freshly computed contiguous tensor.
-fn storage_of<S>(t: &Tensor, pick: impl Fn(&Storage) -> Option<&S>) -> Result<(S, Shape)>
+pub(super) fn storage_of<S>(t: &Tensor, pick: impl Fn(&Storage) -> Option<&S>) -> Result<(S, Shape)>
 where
     S: BackendStorage,
 {

@@ -1,13 +1,12 @@
-//! The UNet's layers over [`View`] weights, all with a backward pass: linear, convolution,
-//! GroupNorm and LayerNorm (statistics in f32 whatever the compute dtype, as CompVis'
-//! `GroupNorm32` and autocast's layer norm do), GEGLU and nearest upsampling.
+//! The UNet's layers over [`View`] weights, all with a backward pass: linear, convolution
+//! ([`conv`](super::conv)), GroupNorm and LayerNorm ([`norm`](super::norm)) and nearest
+//! upsampling.
 //!
 //! candle-nn's fused LayerNorm has no backward (the graph is cut silently: TRAINER-FACTS
-//! §1.2), and its upsampling backward runs one convolution per channel; these are written
-//! from differentiable ops instead.
+//! §1.2), and its upsampling backward runs one convolution per channel; ours do not.
 
 use super::params::{Builder, View, P};
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Linear {
@@ -111,21 +110,7 @@ impl GroupNorm {
 
     /// The norm of `x` `[b, c, h, w]`, optionally followed by SiLU (every resnet's pairing).
     pub fn forward(&self, v: &View, x: &Tensor, silu: bool) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let flat = x
-            .to_dtype(DType::F32)?
-            .reshape((b, self.groups, (c / self.groups) * h * w))?;
-        let mean = flat.mean_keepdim(2)?;
-        let centred = flat.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(2)?;
-        let normed = centred
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .reshape((b, c, h, w))?;
-        let weight = v.get(self.w).to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
-        let bias = v.get(self.b).to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
-        let y = normed.broadcast_mul(&weight)?.broadcast_add(&bias)?;
-        let y = if silu { y.silu()? } else { y };
-        y.to_dtype(x.dtype())
+        super::norm::group_norm(x, v.get(self.w), v.get(self.b), self.groups, self.eps, silu)
     }
 }
 
@@ -148,15 +133,7 @@ impl LayerNorm {
 
     /// Over the last axis of `x`.
     pub fn forward(&self, v: &View, x: &Tensor) -> Result<Tensor> {
-        let x32 = x.to_dtype(DType::F32)?;
-        let last = x.rank() - 1;
-        let centred = x32.broadcast_sub(&x32.mean_keepdim(last)?)?;
-        let var = centred.sqr()?.mean_keepdim(last)?;
-        let normed = centred.broadcast_div(&(var + LAYER_NORM_EPS)?.sqrt()?)?;
-        let y = normed
-            .broadcast_mul(&v.get(self.w).to_dtype(DType::F32)?)?
-            .broadcast_add(&v.get(self.b).to_dtype(DType::F32)?)?;
-        y.to_dtype(x.dtype())
+        super::norm::layer_norm(x, v.get(self.w), v.get(self.b), LAYER_NORM_EPS)
     }
 }
 
