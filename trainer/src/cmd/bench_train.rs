@@ -334,5 +334,28 @@ fn check(a: &BenchTrainArgs, model: &std::path::Path) -> Result<(), String> {
                    "grad_rel_err_p90": errs[errs.len() * 9 / 10], "grad_rel_err_max": errs[errs.len() - 1], "tensors": errs.len()}),
         )?;
     }
+    // Three AdamW steps on the device against the CPU's (which the tests hold to torch's).
+    let w0 = Tensor::randn(0f32, 1f32, (1000, 37), &cpu).map_err(e)?;
+    let grads: Vec<Tensor> = (0..3)
+        .map(|_| Tensor::randn(0f32, 1f32, (1000, 37), &cpu))
+        .collect::<candle_core::Result<_>>()
+        .map_err(e)?;
+    let run_adam = |dev: &Device| -> candle_core::Result<Tensor> {
+        let w = candle_core::Var::from_tensor(&w0.to_device(dev)?)?;
+        let config = AdamWConfig {
+            lr: 1e-2,
+            ..Default::default()
+        };
+        let mut adam = crate::train::optim::AdamW::new(config, std::slice::from_ref(&w))?;
+        for g in &grads {
+            adam.apply(std::slice::from_ref(&w), &[Some(g.to_device(dev)?)], 1e-2)?;
+        }
+        Ok(w.as_tensor().clone())
+    };
+    let adam_err = rel(&run_adam(&dev).map_err(e)?, &run_adam(&cpu).map_err(e)?).map_err(e)?;
+    emit(
+        a,
+        json!({"check": "adamw", "device": device::describe(&dev), "rel_err": adam_err}),
+    )?;
     Ok(())
 }

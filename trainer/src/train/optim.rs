@@ -3,7 +3,9 @@
 //! `torch.nn.utils.clip_grad_norm_`, and the learning rate's linear warm-up.
 //!
 //! candle-nn's AdamW keeps its moments in the parameter's dtype and cannot be saved or
-//! restored; here the moments are plain f32 tensors that the run folder checkpoints.
+//! restored; here the moments are plain f32 tensors that the run folder checkpoints. On
+//! CUDA the step is one fused kernel per tensor ([`crate::models::cuda::adamw`]), the same
+//! arithmetic in f32.
 
 use candle_core::{Result, Tensor, Var};
 
@@ -60,6 +62,21 @@ impl AdamW {
         let step_size = lr / bias1;
         for (i, (var, g)) in vars.iter().zip(grads).enumerate() {
             let Some(g) = g else { continue };
+            #[cfg(feature = "cuda")]
+            if var.device().is_cuda() {
+                let s = crate::models::cuda::adamw::Step {
+                    lr: lr as f32,
+                    beta1: c.beta1 as f32,
+                    beta2: c.beta2 as f32,
+                    eps: c.eps as f32,
+                    decay: c.weight_decay as f32,
+                    step_size: step_size as f32,
+                    bias2_sqrt: bias2_sqrt as f32,
+                };
+                let g = g.contiguous()?;
+                crate::models::cuda::adamw::step(var.as_tensor(), &g, &self.m[i], &self.v[i], &s)?;
+                continue;
+            }
             let m = ((&self.m[i] * c.beta1)? + (g * (1.0 - c.beta1))?)?;
             let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let denom = ((v.sqrt()? / bias2_sqrt)? + c.eps)?;
@@ -75,11 +92,16 @@ impl AdamW {
 
 /// Scale `grads` so their joint L2 norm is at most `max_norm`; returns the norm before.
 pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
-    let mut total = 0f64;
-    for g in grads.iter().flatten() {
-        total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    // One read back from the device for all tensors, not one each.
+    let squares = grads
+        .iter()
+        .flatten()
+        .map(|g| g.sqr()?.sum_all())
+        .collect::<Result<Vec<_>>>()?;
+    if squares.is_empty() {
+        return Ok(0.0);
     }
-    let norm = total.sqrt();
+    let norm = (Tensor::stack(&squares, 0)?.sum_all()?.to_scalar::<f32>()? as f64).sqrt();
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         for g in grads.iter_mut().flatten() {

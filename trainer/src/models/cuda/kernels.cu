@@ -319,3 +319,21 @@ __device__ void causal_attention64(const T *qkv, T *y, uint32_t len, uint32_t he
 ATTENTION_KERNEL(float, f32)
 ATTENTION_KERNEL(__nv_bfloat16, bf16)
 ATTENTION_KERNEL(__half, f16)
+
+// ---- AdamW (training) -------------------------------------------------------------------
+// One pass over a parameter tensor, exactly torch.optim.AdamW's arithmetic: decoupled decay,
+// moments, bias-corrected step. w, m, v (f32) are updated in place; g is the f32 gradient.
+extern "C" __global__ void adamw_f32(float *w, const float *g, float *m, float *v, uint64_t n,
+                                     float lr, float beta1, float beta2, float eps, float decay,
+                                     float step_size, float bias2_sqrt) {
+  for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n;
+       i += (uint64_t)gridDim.x * blockDim.x) {
+    float gi = g[i];
+    float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+    float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+    float wi = w[i] * (1.0f - lr * decay);
+    w[i] = wi - step_size * (mi / (sqrtf(vi) / bias2_sqrt + eps));
+    m[i] = mi;
+    v[i] = vi;
+  }
+}

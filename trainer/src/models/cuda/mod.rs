@@ -3,7 +3,7 @@
 //! asymmetric padding as one copy ([`pad`]), a linear layer's bias + activation and the
 //! text encoder's causal softmax as one pass each ([`epilogue`]), and convolutions through
 //! cuDNN with tensor-op math, cached algorithm choice and a kept workspace, and their
-//! gradients for training ([`conv`]); the memory pool kept between steps ([`pool`]).
+//! gradients for training ([`conv`]); the memory pool kept between steps ([`pool`]), and AdamW in one pass ([`adamw`]).
 //!
 //! Everything here is only compiled with the `cuda` feature; the model code calls it when a
 //! tensor lives on a CUDA device and takes candle's portable path otherwise, so CPU tests
@@ -105,6 +105,7 @@ macro_rules! custom_op {
     };
 }
 
+pub mod adamw;
 #[cfg(feature = "cudnn")]
 pub mod conv;
 pub mod epilogue;

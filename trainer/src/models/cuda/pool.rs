@@ -5,6 +5,7 @@
 //! reallocates gigabytes of activations, so the pool is told to keep what it has (as
 //! PyTorch's caching allocator does). Its high-water marks give the benchmark's peak memory.
 
+use candle_core::backend::BackendDevice;
 use candle_core::cuda_backend::cudarc::driver::sys;
 use candle_core::{CudaDevice, Result};
 use std::ffi::c_void;
