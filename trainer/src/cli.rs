@@ -538,4 +538,7 @@ pub struct BenchTrainArgs {
     pub json: Option<PathBuf>,
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Also time each block kind's forward and backward (synchronised) and the step's phases.
+    #[arg(long)]
+    pub profile: bool,
 }

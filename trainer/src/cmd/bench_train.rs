@@ -212,6 +212,9 @@ fn bench(a: &BenchTrainArgs) -> Result<(), String> {
                 };
                 emit(a, row.clone())?;
                 rows.push(row);
+                if a.profile && outcome_ok(&rows) {
+                    profile(a, &mut learner, &data).map_err(e)?;
+                }
             }
         }
     }
@@ -230,6 +233,52 @@ fn bench(a: &BenchTrainArgs) -> Result<(), String> {
             r["peak_pool_gib"].as_f64().unwrap_or(f64::NAN),
             r["error"].as_str().unwrap_or("")
         );
+    }
+    Ok(())
+}
+
+fn outcome_ok(rows: &[serde_json::Value]) -> bool {
+    rows.last().is_some_and(|r| r.get("error").is_none())
+}
+
+/// One step with every block synchronised: where the time goes.
+fn profile(a: &BenchTrainArgs, learner: &mut Learner, data: &Prepared) -> candle_core::Result<()> {
+    use crate::train::nn::recompute::{take, Recompute};
+    let dev = data.input.device().clone();
+    let clock = |f: &mut dyn FnMut() -> candle_core::Result<()>| -> candle_core::Result<f64> {
+        dev.synchronize()?;
+        let t = Instant::now();
+        f()?;
+        dev.synchronize()?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    let mut view = None;
+    let view_ms = clock(&mut || {
+        view = Some(learner.unet.params.training_view(learner.dtype)?);
+        Ok(())
+    })?;
+    let view = view.expect("made above");
+    let mut grads = Gradients::new(learner.unet.params.vars.len());
+    let blocks = {
+        let mut tape = Recompute::profiled();
+        let pred = learner.unet.forward(&view, &data.input, &data.timesteps, &data.text, &mut tape)?;
+        let leaf = candle_core::Var::from_tensor(&pred)?;
+        let (loss, _) = crate::train::schedule::weighted_mse(leaf.as_tensor(), &data.target, &data.weights)?;
+        let mut store = loss.backward()?;
+        let d = take(&mut store, leaf.as_tensor()).expect("output gradient");
+        tape.backward(&pred, d, &learner.unet.params.vars, &mut grads)?;
+        tape.profile.take().unwrap_or_default()
+    };
+    drop(view);
+    let apply_ms = clock(&mut || learner.apply(&mut grads, 1e-6).map(|_| ()))?;
+    let mut rows: Vec<_> = blocks.into_iter().collect();
+    rows.sort_by(|x, y| (y.1[0] + y.1[1]).total_cmp(&(x.1[0] + x.1[1])));
+    println!("profile (batch {}): view {view_ms:.1} ms, optimizer {apply_ms:.1} ms", data.weights.len());
+    println!("{:<12} {:>5} {:>10} {:>14}", "block", "n", "fwd ms", "recompute+bwd");
+    for ((label, size), [f, b, n]) in &rows {
+        println!("{:<12} {:>5} {:>10.2} {:>14.2}", format!("{label}@{size}"), n, f * 1e3, b * 1e3);
+        emit(a, json!({"profile": label, "size": size, "count": n, "fwd_ms": f * 1e3, "bwd_ms": b * 1e3, "batch": data.weights.len()}))
+            .map_err(candle_core::Error::Msg)?;
     }
     Ok(())
 }

@@ -502,6 +502,7 @@ impl Unet {
         let context = context.to_dtype(dt)?;
         let sinusoid = self.sinusoid(t)?.to_dtype(dt)?;
         let emb = run.run(
+            "time",
             &[&sinusoid],
             Box::new(move |i| {
                 self.time2
@@ -509,49 +510,80 @@ impl Unet {
             }),
         )?;
         let x = x.to_dtype(dt)?;
-        let mut h = run.run(&[&x], Box::new(move |i| self.conv_in.forward(v, &i[0])))?;
+        let mut h = run.run(
+            "conv_in",
+            &[&x],
+            Box::new(move |i| self.conv_in.forward(v, &i[0])),
+        )?;
         let mut skips = vec![h.clone()];
         for level in &self.down {
             for (j, res) in level.resnets.iter().enumerate() {
-                h = run.run(&[&h, &emb], Box::new(move |i| res.forward(v, &i[0], &i[1])))?;
+                h = run.run(
+                    "res",
+                    &[&h, &emb],
+                    Box::new(move |i| res.forward(v, &i[0], &i[1])),
+                )?;
                 if let Some(attn) = level.attentions.get(j) {
                     let ctx = context.clone();
-                    h = run.run(&[&h], Box::new(move |i| attn.forward(v, &i[0], &ctx)))?;
+                    h = run.run(
+                        "attn",
+                        &[&h],
+                        Box::new(move |i| attn.forward(v, &i[0], &ctx)),
+                    )?;
                 }
                 skips.push(h.clone());
             }
             if let Some(conv) = &level.resample {
-                h = run.run(&[&h], Box::new(move |i| conv.forward(v, &i[0])))?;
+                h = run.run("down", &[&h], Box::new(move |i| conv.forward(v, &i[0])))?;
                 skips.push(h.clone());
             }
         }
         let (r0, attn, r1) = &self.mid;
-        h = run.run(&[&h, &emb], Box::new(move |i| r0.forward(v, &i[0], &i[1])))?;
+        h = run.run(
+            "res",
+            &[&h, &emb],
+            Box::new(move |i| r0.forward(v, &i[0], &i[1])),
+        )?;
         let ctx = context.clone();
-        h = run.run(&[&h], Box::new(move |i| attn.forward(v, &i[0], &ctx)))?;
-        h = run.run(&[&h, &emb], Box::new(move |i| r1.forward(v, &i[0], &i[1])))?;
+        h = run.run(
+            "attn",
+            &[&h],
+            Box::new(move |i| attn.forward(v, &i[0], &ctx)),
+        )?;
+        h = run.run(
+            "res",
+            &[&h, &emb],
+            Box::new(move |i| r1.forward(v, &i[0], &i[1])),
+        )?;
         for level in &self.up {
             for (j, res) in level.resnets.iter().enumerate() {
                 let skip = skips
                     .pop()
                     .ok_or_else(|| candle_core::Error::Msg("UNet skips ran out".into()))?;
                 h = run.run(
+                    "res",
                     &[&h, &skip, &emb],
                     Box::new(move |i| res.forward(v, &Tensor::cat(&[&i[0], &i[1]], 1)?, &i[2])),
                 )?;
                 if let Some(attn) = level.attentions.get(j) {
                     let ctx = context.clone();
-                    h = run.run(&[&h], Box::new(move |i| attn.forward(v, &i[0], &ctx)))?;
+                    h = run.run(
+                        "attn",
+                        &[&h],
+                        Box::new(move |i| attn.forward(v, &i[0], &ctx)),
+                    )?;
                 }
             }
             if let Some(conv) = &level.resample {
                 h = run.run(
+                    "up",
                     &[&h],
                     Box::new(move |i| conv.forward(v, &upsample_nearest_x2(&i[0])?)),
                 )?;
             }
         }
         run.run(
+            "out",
             &[&h],
             Box::new(move |i| {
                 self.conv_out

@@ -18,14 +18,15 @@ use std::collections::{HashMap, HashSet};
 pub type Block<'a> = Box<dyn Fn(&[Tensor]) -> Result<Tensor> + 'a>;
 
 pub trait Runner<'a> {
-    fn run(&mut self, inputs: &[&Tensor], block: Block<'a>) -> Result<Tensor>;
+    /// Run `block` (named `label` for profiles) on `inputs`.
+    fn run(&mut self, label: &'static str, inputs: &[&Tensor], block: Block<'a>) -> Result<Tensor>;
 }
 
 /// Every block runs once and keeps its graph: one `backward()` from the loss does the rest.
 pub struct Plain;
 
 impl<'a> Runner<'a> for Plain {
-    fn run(&mut self, inputs: &[&Tensor], block: Block<'a>) -> Result<Tensor> {
+    fn run(&mut self, _: &'static str, inputs: &[&Tensor], block: Block<'a>) -> Result<Tensor> {
         let inputs: Vec<Tensor> = inputs.iter().map(|&t| t.clone()).collect();
         block(&inputs)
     }
@@ -35,6 +36,8 @@ struct Entry<'a> {
     block: Block<'a>,
     inputs: Vec<Tensor>,
     output: TensorId,
+    /// Profile key: label and the output's spatial size.
+    key: (&'static str, usize),
 }
 
 /// Blocks recorded for recomputation.
@@ -43,17 +46,47 @@ pub struct Recompute<'a> {
     entries: Vec<Entry<'a>>,
     /// Values some block produced (the only ones that need a gradient).
     produced: HashSet<TensorId>,
+    /// With [`Recompute::profiled`]: seconds of forward and of recompute+backward per block
+    /// kind, each block synchronised (slower; for the benchmark's breakdown).
+    pub profile: Option<std::collections::BTreeMap<(&'static str, usize), [f64; 3]>>,
+}
+
+impl<'a> Recompute<'a> {
+    pub fn profiled() -> Self {
+        Recompute {
+            profile: Some(Default::default()),
+            ..Default::default()
+        }
+    }
+
+    fn timed<T>(&self, t: &Tensor, f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+        if self.profile.is_none() {
+            return Ok((f()?, 0.0));
+        }
+        t.device().synchronize()?;
+        let start = std::time::Instant::now();
+        let out = f()?;
+        t.device().synchronize()?;
+        Ok((out, start.elapsed().as_secs_f64()))
+    }
 }
 
 impl<'a> Runner<'a> for Recompute<'a> {
-    fn run(&mut self, inputs: &[&Tensor], block: Block<'a>) -> Result<Tensor> {
+    fn run(&mut self, label: &'static str, inputs: &[&Tensor], block: Block<'a>) -> Result<Tensor> {
         let inputs: Vec<Tensor> = inputs.iter().map(|t| t.detach()).collect();
-        let output = block(&inputs)?.detach();
+        let (output, secs) = self.timed(&inputs[0], || Ok(block(&inputs)?.detach()))?;
+        let key = (label, output.dims().last().copied().unwrap_or(0));
+        if let Some(p) = &mut self.profile {
+            let e = p.entry(key).or_default();
+            e[0] += secs;
+            e[2] += 1.0;
+        }
         self.produced.insert(output.id());
         self.entries.push(Entry {
             block,
             inputs,
             output: output.id(),
+            key,
         });
         Ok(output)
     }
@@ -102,7 +135,7 @@ impl<'a> Recompute<'a> {
     /// Back-propagate `grad` (the gradient of the loss with respect to `output`, the last
     /// block's output) through every block, adding parameter gradients to `into`.
     pub fn backward(
-        mut self,
+        &mut self,
         output: &Tensor,
         grad: Tensor,
         vars: &[Var],
@@ -114,39 +147,58 @@ impl<'a> Recompute<'a> {
             let Some(dy) = grads.remove(&entry.output) else {
                 continue;
             };
-            let leaves: Vec<Option<Var>> = entry
-                .inputs
-                .iter()
-                .map(|t| {
-                    self.produced
-                        .contains(&t.id())
-                        .then(|| Var::from_tensor(t))
-                        .transpose()
-                })
-                .collect::<Result<_>>()?;
-            let inputs: Vec<Tensor> = entry
-                .inputs
-                .iter()
-                .zip(&leaves)
-                .map(|(t, l)| {
-                    l.as_ref()
-                        .map_or_else(|| t.clone(), |v| v.as_tensor().clone())
-                })
-                .collect();
-            let y = (entry.block)(&inputs)?;
-            let mut store = (y * dy)?.sum_all()?.backward()?;
-            for (t, leaf) in entry.inputs.iter().zip(&leaves) {
-                let Some(leaf) = leaf else { continue };
-                if let Some(g) = take(&mut store, leaf.as_tensor()) {
-                    let g = match grads.remove(&t.id()) {
-                        Some(prev) => (prev + g)?,
-                        None => g,
-                    };
-                    grads.insert(t.id(), g);
-                }
+            let probe = dy.clone();
+            let (_, secs) = self.timed(&probe, || {
+                self.backward_one(&entry, dy, vars, into, &mut grads)
+            })?;
+            if let Some(p) = &mut self.profile {
+                p.entry(entry.key).or_default()[1] += secs;
             }
-            into.add(vars, &mut store)?;
         }
+        Ok(())
+    }
+
+    /// Recompute one block and back-propagate `dy` through it.
+    fn backward_one(
+        &self,
+        entry: &Entry<'a>,
+        dy: Tensor,
+        vars: &[Var],
+        into: &mut Gradients,
+        grads: &mut HashMap<TensorId, Tensor>,
+    ) -> Result<()> {
+        let leaves: Vec<Option<Var>> = entry
+            .inputs
+            .iter()
+            .map(|t| {
+                self.produced
+                    .contains(&t.id())
+                    .then(|| Var::from_tensor(t))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        let inputs: Vec<Tensor> = entry
+            .inputs
+            .iter()
+            .zip(&leaves)
+            .map(|(t, l)| {
+                l.as_ref()
+                    .map_or_else(|| t.clone(), |v| v.as_tensor().clone())
+            })
+            .collect();
+        let y = (entry.block)(&inputs)?;
+        let mut store = (y * dy)?.sum_all()?.backward()?;
+        for (t, leaf) in entry.inputs.iter().zip(&leaves) {
+            let Some(leaf) = leaf else { continue };
+            if let Some(g) = take(&mut store, leaf.as_tensor()) {
+                let g = match grads.remove(&t.id()) {
+                    Some(prev) => (prev + g)?,
+                    None => g,
+                };
+                grads.insert(t.id(), g);
+            }
+        }
+        into.add(vars, &mut store)?;
         Ok(())
     }
 }
