@@ -96,7 +96,7 @@ pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64
     let squares = grads
         .iter()
         .flatten()
-        .map(|g| g.sqr()?.sum_all())
+        .map(squared_norm)
         .collect::<Result<Vec<_>>>()?;
     if squares.is_empty() {
         return Ok(0.0);
@@ -109,6 +109,19 @@ pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64
         }
     }
     Ok(norm)
+}
+
+/// `Σ g²` as a 0-d tensor. candle reduces a whole tensor with one thread block, so large
+/// tensors are summed as rows first (one block per row).
+fn squared_norm(g: &Tensor) -> Result<Tensor> {
+    let sq = g.sqr()?;
+    let n = sq.elem_count();
+    const ROW: usize = 4096;
+    if n >= 16 * ROW && n % ROW == 0 {
+        sq.reshape((n / ROW, ROW))?.sum(1)?.sum_all()
+    } else {
+        sq.sum_all()
+    }
 }
 
 /// The learning rate at optimizer step `step` (1-based): linear warm-up over `warmup` steps,

@@ -8,7 +8,7 @@
 //! backward (gradients upstream are lost silently) and it takes one timestep per batch.
 
 use super::nn::attention::attention;
-use super::nn::layers::{upsample_nearest_x2, Conv2d, GroupNorm, LayerNorm, Linear};
+use super::nn::layers::{geglu, upsample_nearest_x2, Conv2d, GroupNorm, LayerNorm, Linear};
 use super::nn::params::{Builder, Params, View};
 use super::nn::recompute::Runner;
 use candle_core::{DType, Result, Tensor};
@@ -232,11 +232,7 @@ impl TransformerBlock {
             .forward(v, &self.norm2.forward(v, &x)?, Some(context))?
             + &x)?;
         let h = self.geglu.forward(v, &self.norm3.forward(v, &x)?)?;
-        let parts = h.chunk(2, 2)?;
-        // diffusers' GEGLU: the exact (erf) GELU of the second half gates the first.
-        let ff = self
-            .ff_out
-            .forward(v, &(&parts[0] * parts[1].gelu_erf()?)?)?;
+        let ff = self.ff_out.forward(v, &geglu(&h)?)?;
         ff + x
     }
 }

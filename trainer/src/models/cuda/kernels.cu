@@ -337,3 +337,61 @@ extern "C" __global__ void adamw_f32(float *w, const float *g, float *m, float *
     v[i] = vi;
   }
 }
+
+// ---- Training: attention gradient and GEGLU ---------------------------------------------
+// dS = P * (dP - delta[row]) over [rows, cols] scores, arithmetic in f32: the softmax
+// gradient in one pass (FlashAttention's formula; delta = rowsum(dO * O) comes in f32).
+template <typename T>
+__device__ void attn_ds(const T *p, const T *dp, const float *delta, T *ds, uint64_t n,
+                        uint32_t cols) {
+  for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n;
+       i += (uint64_t)gridDim.x * blockDim.x)
+    ds[i] = from_f<T>(to_f(p[i]) * (to_f(dp[i]) - delta[i / cols]));
+}
+
+__device__ __forceinline__ float gelu_erf(float x) {
+  return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+}
+
+// GEGLU over [rows, 2 * half]: y = a * gelu(b) with a the first half of each row, b the second
+// (diffusers' GEGLU with the exact GELU).
+template <typename T>
+__device__ void geglu(const T *h, T *y, uint64_t n, uint32_t half) {
+  for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n;
+       i += (uint64_t)gridDim.x * blockDim.x) {
+    const uint64_t r = i / half, j = i % half;
+    const float a = to_f(h[r * 2 * half + j]), b = to_f(h[r * 2 * half + half + j]);
+    y[i] = from_f<T>(a * gelu_erf(b));
+  }
+}
+
+// Its gradient: dh[a] = dy * gelu(b), dh[b] = dy * a * gelu'(b).
+template <typename T>
+__device__ void geglu_bwd(const T *h, const T *dy, T *dh, uint64_t n, uint32_t half) {
+  for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n;
+       i += (uint64_t)gridDim.x * blockDim.x) {
+    const uint64_t r = i / half, j = i % half;
+    const uint64_t ia = r * 2 * half + j, ib = ia + half;
+    const float a = to_f(h[ia]), b = to_f(h[ib]), g = to_f(dy[i]);
+    const float cdf = 0.5f * (1.f + erff(b * 0.70710678118654752f));
+    const float pdf = 0.39894228040143268f * __expf(-0.5f * b * b);
+    dh[ia] = from_f<T>(g * b * cdf);
+    dh[ib] = from_f<T>(g * a * (cdf + b * pdf));
+  }
+}
+
+#define TRAIN_KERNELS(T, SUFFIX)                                                               \
+  extern "C" __global__ void attn_ds_##SUFFIX(const T *p, const T *dp, const float *delta,     \
+                                              T *ds, uint64_t n, uint32_t cols) {              \
+    attn_ds<T>(p, dp, delta, ds, n, cols);                                                     \
+  }                                                                                            \
+  extern "C" __global__ void geglu_##SUFFIX(const T *h, T *y, uint64_t n, uint32_t half) {     \
+    geglu<T>(h, y, n, half);                                                                   \
+  }                                                                                            \
+  extern "C" __global__ void geglu_bwd_##SUFFIX(const T *h, const T *dy, T *dh, uint64_t n,    \
+                                                uint32_t half) {                               \
+    geglu_bwd<T>(h, dy, dh, n, half);                                                          \
+  }
+TRAIN_KERNELS(float, f32)
+TRAIN_KERNELS(__nv_bfloat16, bf16)
+TRAIN_KERNELS(__half, f16)

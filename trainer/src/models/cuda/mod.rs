@@ -3,7 +3,8 @@
 //! asymmetric padding as one copy ([`pad`]), a linear layer's bias + activation and the
 //! text encoder's causal softmax as one pass each ([`epilogue`]), and convolutions through
 //! cuDNN with tensor-op math, cached algorithm choice and a kept workspace, and their
-//! gradients for training ([`conv`]); the memory pool kept between steps ([`pool`]), and AdamW in one pass ([`adamw`]).
+//! gradients for training ([`conv`]); the memory pool kept between steps ([`pool`]), AdamW in one pass ([`adamw`]), and the attention gradient's and GEGLU's elementwise work
+//! ([`training`]).
 //!
 //! Everything here is only compiled with the `cuda` feature; the model code calls it when a
 //! tensor lives on a CUDA device and takes candle's portable path otherwise, so CPU tests
@@ -112,6 +113,7 @@ pub mod epilogue;
 pub mod norm;
 pub mod pad;
 pub mod pool;
+pub mod training;
 
 /// ldmkit's kernels as PTX (built from kernels.cu by build.rs).
 pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/ldmkit_kernels.ptx"));

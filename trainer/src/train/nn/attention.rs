@@ -88,6 +88,15 @@ where
     Ok((s.try_clone(layout)?, t.shape().clone()))
 }
 
+/// `P ⊙ (dP − δ)` (f32 arithmetic, the scores' dtype out): one fused pass on CUDA.
+fn softmax_gradient(p: &Tensor, dp: &Tensor, delta: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if p.device().is_cuda() {
+        return crate::models::cuda::training::attention_ds(p, dp, delta);
+    }
+    (p.to_dtype(DType::F32)? * dp.to_dtype(DType::F32)?.broadcast_sub(delta)?)?.to_dtype(p.dtype())
+}
+
 impl CustomOp3 for Attention {
     fn name(&self) -> &'static str {
         "ldmkit-attention"
@@ -156,8 +165,7 @@ impl CustomOp3 for Attention {
             let dp = g.matmul(&v.t()?)?;
             let delta = (g.to_dtype(DType::F32)? * rows(&o, start, len)?.to_dtype(DType::F32)?)?
                 .sum_keepdim(2)?;
-            let ds = (p.to_dtype(DType::F32)? * dp.to_dtype(DType::F32)?.broadcast_sub(&delta)?)?
-                .to_dtype(q.dtype())?;
+            let ds = softmax_gradient(&p, &dp, &delta)?;
             dq.push((ds.matmul(&k)? * self.scale)?);
             // dK = dSᵀ · (q · scale)
             accumulate(&mut dk, ds.t()?.matmul(&qs)?)?;

@@ -144,3 +144,14 @@ pub fn upsample_nearest_x2(x: &Tensor) -> Result<Tensor> {
         .broadcast_as((b, c, h, 2, w, 2))?
         .reshape((b, c, 2 * h, 2 * w))
 }
+
+/// diffusers' GEGLU: the exact GELU of the second half of the last axis gates the first
+/// (one fused op with its gradient on CUDA).
+pub fn geglu(h: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if h.device().is_cuda() {
+        return crate::models::cuda::training::geglu(h);
+    }
+    let parts = h.chunk(2, h.rank() - 1)?;
+    &parts[0] * parts[1].gelu_erf()?
+}
