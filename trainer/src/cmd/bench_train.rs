@@ -259,6 +259,8 @@ fn profile(a: &BenchTrainArgs, learner: &mut Learner, data: &Prepared) -> candle
     })?;
     let view = view.expect("made above");
     let mut grads = Gradients::new(learner.unet.params.vars.len());
+    crate::train::nn::profile::enable(true);
+    let _ = crate::train::nn::profile::take();
     let blocks = {
         let mut tape = Recompute::profiled();
         let pred = learner.unet.forward(&view, &data.input, &data.timesteps, &data.text, &mut tape)?;
@@ -269,6 +271,8 @@ fn profile(a: &BenchTrainArgs, learner: &mut Learner, data: &Prepared) -> candle
         tape.backward(&pred, d, &learner.unet.params.vars, &mut grads)?;
         tape.profile.take().unwrap_or_default()
     };
+    crate::train::nn::profile::enable(false);
+    let ops = crate::train::nn::profile::take();
     drop(view);
     let apply_ms = clock(&mut || learner.apply(&mut grads, 1e-6).map(|_| ()))?;
     let mut rows: Vec<_> = blocks.into_iter().collect();
@@ -279,6 +283,13 @@ fn profile(a: &BenchTrainArgs, learner: &mut Learner, data: &Prepared) -> candle
         println!("{:<12} {:>5} {:>10.2} {:>14.2}", format!("{label}@{size}"), n, f * 1e3, b * 1e3);
         emit(a, json!({"profile": label, "size": size, "count": n, "fwd_ms": f * 1e3, "bwd_ms": b * 1e3, "batch": data.weights.len()}))
             .map_err(candle_core::Error::Msg)?;
+    }
+    println!("{:<18} {:>6} {:>10}", "op", "calls", "ms");
+    let mut ops: Vec<_> = ops.into_iter().collect();
+    ops.sort_by(|x, y| y.1 .0.total_cmp(&x.1 .0));
+    for (name, (secs, calls)) in ops {
+        println!("{name:<18} {calls:>6} {:>10.2}", secs * 1e3);
+        emit(a, json!({"op": name, "calls": calls, "ms": secs * 1e3, "batch": data.weights.len()})).map_err(candle_core::Error::Msg)?;
     }
     Ok(())
 }

@@ -619,8 +619,9 @@ impl CustomOp2 for Trainable {
                 dims: [a, b, c, d],
             })
         };
-        let dx = dy.apply_op2_no_bwd(w, &grad(Pass::Data, x)?)?;
-        let dw = x.apply_op2_no_bwd(&dy, &grad(Pass::Filter, w)?)?;
+        use crate::train::nn::profile::time;
+        let dx = time("conv bwd data", x.device(), || dy.apply_op2_no_bwd(w, &grad(Pass::Data, x)?))?;
+        let dw = time("conv bwd filter", x.device(), || x.apply_op2_no_bwd(&dy, &grad(Pass::Filter, w)?))?;
         Ok((Some(dx), Some(dw)))
     }
 }

@@ -93,7 +93,7 @@ impl CustomOp3 for AttentionDs {
 /// GEGLU of `h` `[..., 2·half]`: the first half times the exact GELU of the second, with a
 /// backward.
 pub fn geglu(h: &Tensor) -> Result<Tensor> {
-    h.contiguous()?.apply_op1(Geglu)
+    crate::train::nn::profile::time("geglu fwd", h.device(), || h.contiguous()?.apply_op1(Geglu))
 }
 
 struct Geglu;
@@ -138,7 +138,9 @@ impl CustomOp1 for Geglu {
         Ok((super::storage(slice, dev), halved(l)))
     }
     fn bwd(&self, h: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(h.detach().apply_op2_no_bwd(&dy.contiguous()?, &GegluBackward)?))
+        crate::train::nn::profile::time("geglu bwd", h.device(), || {
+            Ok(Some(h.detach().apply_op2_no_bwd(&dy.contiguous()?, &GegluBackward)?))
+        })
     }
 }
 

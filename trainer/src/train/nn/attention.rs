@@ -127,13 +127,27 @@ impl CustomOp3 for Attention {
         _: &candle_core::CudaStorage,
         _: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        storage_of(&self.output()?, |s| match s {
+        let out = super::profile::time("attention fwd", self.q.device(), || self.output())?;
+        storage_of(&out, |s| match s {
             Storage::Cuda(c) => Some(c),
             _ => None,
         })
     }
 
     fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        o: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        super::profile::time("attention bwd", q.device(), || self.backward(q, k, v, o, grad))
+    }
+}
+
+impl Attention {
+    fn backward(
         &self,
         q: &Tensor,
         k: &Tensor,

@@ -9,7 +9,9 @@ use candle_core::{Result, Tensor};
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
     #[cfg(feature = "cudnn")]
     if x.device().is_cuda() {
-        return crate::models::cuda::conv::conv2d_trainable(x, w, padding, stride);
+        return super::profile::time("conv fwd", x.device(), || {
+            crate::models::cuda::conv::conv2d_trainable(x, w, padding, stride)
+        });
     }
     x.conv2d(w, padding, stride, 1, 1)
 }

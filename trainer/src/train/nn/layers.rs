@@ -38,11 +38,13 @@ impl Linear {
         let dims = x.dims().to_vec();
         let input = dims[dims.len() - 1];
         let rows = x.elem_count() / input.max(1);
-        let y = x.reshape((rows, input))?.matmul(&w.t()?)?;
-        let y = match self.b {
-            Some(b) => y.broadcast_add(v.get(b))?,
-            None => y,
-        };
+        let y = super::profile::time("linear fwd", x.device(), || {
+            let y = x.reshape((rows, input))?.matmul(&w.t()?)?;
+            match self.b {
+                Some(b) => y.broadcast_add(v.get(b)),
+                None => Ok(y),
+            }
+        })?;
         let mut shape = dims;
         *shape.last_mut().expect("rank ≥ 1") = y.dim(1)?;
         y.reshape(shape)

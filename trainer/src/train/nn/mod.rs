@@ -7,4 +7,5 @@ pub mod conv;
 pub mod layers;
 pub mod norm;
 pub mod params;
+pub mod profile;
 pub mod recompute;

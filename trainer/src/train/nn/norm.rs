@@ -172,7 +172,12 @@ impl CustomOp3 for Norm {
         _: &candle_core::CudaStorage,
         _: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        storage_of(&self.output()?.contiguous()?, |s| match s {
+        let name = match self.kind {
+            Kind::Group { .. } => "group norm fwd",
+            Kind::Layer => "layer norm fwd",
+        };
+        let out = super::profile::time(name, self.x.device(), || self.output()?.contiguous())?;
+        storage_of(&out, |s| match s {
             Storage::Cuda(c) => Some(c),
             _ => None,
         })
@@ -186,6 +191,16 @@ impl CustomOp3 for Norm {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let name = match self.kind {
+            Kind::Group { .. } => "group norm bwd",
+            Kind::Layer => "layer norm bwd",
+        };
+        super::profile::time(name, x.device(), || self.backward(x, w, dy))
+    }
+}
+
+impl Norm {
+    fn backward(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let x = x.detach();
         let rows = self.rows(&x)?;
         let dy = dy.detach().to_dtype(DType::F32)?;
