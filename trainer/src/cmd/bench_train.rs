@@ -263,9 +263,13 @@ fn profile(a: &BenchTrainArgs, learner: &mut Learner, data: &Prepared) -> candle
     let _ = crate::train::nn::profile::take();
     let blocks = {
         let mut tape = Recompute::profiled();
-        let pred = learner.unet.forward(&view, &data.input, &data.timesteps, &data.text, &mut tape)?;
+        let pred =
+            learner
+                .unet
+                .forward(&view, &data.input, &data.timesteps, &data.text, &mut tape)?;
         let leaf = candle_core::Var::from_tensor(&pred)?;
-        let (loss, _) = crate::train::schedule::weighted_mse(leaf.as_tensor(), &data.target, &data.weights)?;
+        let (loss, _) =
+            crate::train::schedule::weighted_mse(leaf.as_tensor(), &data.target, &data.weights)?;
         let mut store = loss.backward()?;
         let d = take(&mut store, leaf.as_tensor()).expect("output gradient");
         tape.backward(&pred, d, &learner.unet.params.vars, &mut grads)?;
@@ -277,10 +281,22 @@ fn profile(a: &BenchTrainArgs, learner: &mut Learner, data: &Prepared) -> candle
     let apply_ms = clock(&mut || learner.apply(&mut grads, 1e-6).map(|_| ()))?;
     let mut rows: Vec<_> = blocks.into_iter().collect();
     rows.sort_by(|x, y| (y.1[0] + y.1[1]).total_cmp(&(x.1[0] + x.1[1])));
-    println!("profile (batch {}): view {view_ms:.1} ms, optimizer {apply_ms:.1} ms", data.weights.len());
-    println!("{:<12} {:>5} {:>10} {:>14}", "block", "n", "fwd ms", "recompute+bwd");
+    println!(
+        "profile (batch {}): view {view_ms:.1} ms, optimizer {apply_ms:.1} ms",
+        data.weights.len()
+    );
+    println!(
+        "{:<12} {:>5} {:>10} {:>14}",
+        "block", "n", "fwd ms", "recompute+bwd"
+    );
     for ((label, size), [f, b, n]) in &rows {
-        println!("{:<12} {:>5} {:>10.2} {:>14.2}", format!("{label}@{size}"), n, f * 1e3, b * 1e3);
+        println!(
+            "{:<12} {:>5} {:>10.2} {:>14.2}",
+            format!("{label}@{size}"),
+            n,
+            f * 1e3,
+            b * 1e3
+        );
         emit(a, json!({"profile": label, "size": size, "count": n, "fwd_ms": f * 1e3, "bwd_ms": b * 1e3, "batch": data.weights.len()}))
             .map_err(candle_core::Error::Msg)?;
     }
@@ -289,7 +305,11 @@ fn profile(a: &BenchTrainArgs, learner: &mut Learner, data: &Prepared) -> candle
     ops.sort_by(|x, y| y.1 .0.total_cmp(&x.1 .0));
     for (name, (secs, calls)) in ops {
         println!("{name:<18} {calls:>6} {:>10.2}", secs * 1e3);
-        emit(a, json!({"op": name, "calls": calls, "ms": secs * 1e3, "batch": data.weights.len()})).map_err(candle_core::Error::Msg)?;
+        emit(
+            a,
+            json!({"op": name, "calls": calls, "ms": secs * 1e3, "batch": data.weights.len()}),
+        )
+        .map_err(candle_core::Error::Msg)?;
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ pub struct Step {
 }
 
 /// The device address of a contiguous f32 CUDA tensor.
-fn address(t: &Tensor, what: &str) -> Result<(u64, usize)> {
+pub(crate) fn address(t: &Tensor, what: &str) -> Result<(u64, usize)> {
     let (storage, layout) = t.storage_and_layout();
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!("adamw: {what} is not contiguous");

@@ -620,8 +620,12 @@ impl CustomOp2 for Trainable {
             })
         };
         use crate::train::nn::profile::time;
-        let dx = time("conv bwd data", x.device(), || dy.apply_op2_no_bwd(w, &grad(Pass::Data, x)?))?;
-        let dw = time("conv bwd filter", x.device(), || x.apply_op2_no_bwd(&dy, &grad(Pass::Filter, w)?))?;
+        let dx = time("conv bwd data", x.device(), || {
+            dy.apply_op2_no_bwd(w, &grad(Pass::Data, x)?)
+        })?;
+        let dw = time("conv bwd filter", x.device(), || {
+            x.apply_op2_no_bwd(&dy, &grad(Pass::Filter, w)?)
+        })?;
         Ok((Some(dx), Some(dw)))
     }
 }

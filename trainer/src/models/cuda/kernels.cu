@@ -395,3 +395,233 @@ __device__ void geglu_bwd(const T *h, const T *dy, T *dh, uint64_t n, uint32_t h
 TRAIN_KERNELS(float, f32)
 TRAIN_KERNELS(__nv_bfloat16, bf16)
 TRAIN_KERNELS(__half, f16)
+
+// ---- Training: GroupNorm and LayerNorm gradients ------------------------------------------
+// Shared by both: with x̂ = (x - mean) * rstd, z = x̂ * w + b, dz = dy (* silu'(z)) and
+// dn = dz * w, the input gradient is rstd * (dn - mean(dn) - x̂ * mean(dn * x̂)).
+
+__device__ __forceinline__ float block_sum(float v, float *sh) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) sh[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? sh[lane] : 0.f;
+  for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffff, t, o);
+  return t;
+}
+
+__device__ __forceinline__ float silu_grad(float z) {
+  const float s = 1.f / (1.f + __expf(-z));
+  return s * (1.f + z * (1.f - s));
+}
+
+// Mean and 1/std of each (sample, group): one block per group of `len` contiguous elements.
+template <typename T>
+__device__ void gnb_stats(const T *x, float *mean, float *rstd, uint64_t len, float eps) {
+  __shared__ float sh[32];
+  const T *g = x + blockIdx.x * len;
+  const float shift = to_f(g[0]);
+  float s = 0.f, s2 = 0.f;
+  for (uint64_t i = threadIdx.x; i < len; i += blockDim.x) {
+    const float v = to_f(g[i]) - shift;
+    s += v;
+    s2 += v * v;
+  }
+  s = block_sum(s, sh);
+  s2 = block_sum(s2, sh);
+  if (threadIdx.x == 0) {
+    const float m = s / len;
+    mean[blockIdx.x] = shift + m;
+    rstd[blockIdx.x] = rsqrtf(fmaxf(s2 / len - m * m, 0.f) + eps);
+  }
+}
+
+// Per (sample, channel) row of `plane` elements: A = sum(dz * x̂), B = sum(dz).
+template <typename T>
+__device__ void gnb_reduce(const T *x, const T *dy, const T *w, const T *b, const float *mean,
+                           const float *rstd, float *A, float *B, uint64_t plane,
+                           uint32_t channels, uint32_t per_group, int silu) {
+  __shared__ float sh[32];
+  const uint64_t row = blockIdx.x;
+  const uint32_t c = row % channels;
+  const uint64_t grp = (row / channels) * (channels / per_group) + c / per_group;
+  const float m = mean[grp], r = rstd[grp], wc = to_f(w[c]), bc = to_f(b[c]);
+  float a = 0.f, bb = 0.f;
+  for (uint64_t i = threadIdx.x; i < plane; i += blockDim.x) {
+    const uint64_t k = row * plane + i;
+    const float xh = (to_f(x[k]) - m) * r;
+    float dz = to_f(dy[k]);
+    if (silu) dz *= silu_grad(xh * wc + bc);
+    a += dz * xh;
+    bb += dz;
+  }
+  a = block_sum(a, sh);
+  bb = block_sum(bb, sh);
+  if (threadIdx.x == 0) {
+    A[row] = a;
+    B[row] = bb;
+  }
+}
+
+// dx per element; one block per (sample, channel) row, the group's sums gathered from A, B.
+template <typename T>
+__device__ void gnb_apply(const T *x, const T *dy, const T *w, const T *b, const float *mean,
+                          const float *rstd, const float *A, const float *B, T *dx,
+                          uint64_t plane, uint32_t channels, uint32_t per_group, int silu) {
+  const uint64_t row = blockIdx.y;
+  const uint32_t c = row % channels;
+  const uint64_t n = row / channels;
+  const uint64_t grp = n * (channels / per_group) + c / per_group;
+  const uint32_t c0 = (c / per_group) * per_group;
+  float sdn = 0.f, sdnx = 0.f;
+  for (uint32_t j = 0; j < per_group; j++) {
+    const float wj = to_f(w[c0 + j]);
+    sdn += wj * B[n * channels + c0 + j];
+    sdnx += wj * A[n * channels + c0 + j];
+  }
+  const float count = (float)per_group * (float)plane;
+  const float mdn = sdn / count, mdnx = sdnx / count;
+  const float m = mean[grp], r = rstd[grp], wc = to_f(w[c]), bc = to_f(b[c]);
+  for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < plane;
+       i += (uint64_t)gridDim.x * blockDim.x) {
+    const uint64_t k = row * plane + i;
+    const float xh = (to_f(x[k]) - m) * r;
+    float dz = to_f(dy[k]);
+    if (silu) dz *= silu_grad(xh * wc + bc);
+    dx[k] = from_f<T>(r * (dz * wc - mdn - xh * mdnx));
+  }
+}
+
+// LayerNorm over rows of `cols`: one block per row for dx, and per-block partial sums of
+// dz * x̂ and dz per column (PA, PB: [gridDim.x, cols]) for the weight and bias gradients.
+// Each block handles `rows_per_block` rows; cols <= 8 * blockDim.x.
+template <typename T>
+__device__ void lnb(const T *x, const T *dy, const T *w, T *dx, float *PA, float *PB,
+                    uint64_t rows, uint32_t cols, uint32_t rows_per_block, float eps) {
+  __shared__ float sh[32];
+  float pa[8], pb[8];
+#pragma unroll
+  for (int k = 0; k < 8; k++) pa[k] = pb[k] = 0.f;
+  const uint64_t first = (uint64_t)blockIdx.x * rows_per_block;
+  for (uint64_t r = first; r < min(first + rows_per_block, rows); r++) {
+    const T *xr = x + r * cols;
+    const T *gr = dy + r * cols;
+    float s = 0.f, s2 = 0.f;
+    const float shift = to_f(xr[0]);
+    for (uint32_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      const float v = to_f(xr[j]) - shift;
+      s += v;
+      s2 += v * v;
+    }
+    s = block_sum(s, sh);
+    s2 = block_sum(s2, sh);
+    const float mu = s / cols;
+    const float mean = shift + mu, rs = rsqrtf(fmaxf(s2 / cols - mu * mu, 0.f) + eps);
+    float sdn = 0.f, sdnx = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+      const uint32_t j = threadIdx.x + k * blockDim.x;
+      if (j < cols) {
+        const float xh = (to_f(xr[j]) - mean) * rs, dz = to_f(gr[j]), dn = dz * to_f(w[j]);
+        sdn += dn;
+        sdnx += dn * xh;
+        pa[k] += dz * xh;
+        pb[k] += dz;
+      }
+    }
+    sdn = block_sum(sdn, sh) / cols;
+    sdnx = block_sum(sdnx, sh) / cols;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+      const uint32_t j = threadIdx.x + k * blockDim.x;
+      if (j < cols) {
+        const float xh = (to_f(xr[j]) - mean) * rs, dn = to_f(gr[j]) * to_f(w[j]);
+        dx[r * cols + j] = from_f<T>(rs * (dn - sdn - xh * sdnx));
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < 8; k++) {
+    const uint32_t j = threadIdx.x + k * blockDim.x;
+    if (j < cols) {
+      PA[(uint64_t)blockIdx.x * cols + j] = pa[k];
+      PB[(uint64_t)blockIdx.x * cols + j] = pb[k];
+    }
+  }
+}
+
+#define NORM_BWD_KERNELS(T, SUFFIX)                                                            \
+  extern "C" __global__ void gnb_stats_##SUFFIX(const T *x, float *mean, float *rstd,          \
+                                                uint64_t len, float eps) {                     \
+    gnb_stats<T>(x, mean, rstd, len, eps);                                                     \
+  }                                                                                            \
+  extern "C" __global__ void gnb_reduce_##SUFFIX(                                              \
+      const T *x, const T *dy, const T *w, const T *b, const float *mean, const float *rstd,   \
+      float *A, float *B, uint64_t plane, uint32_t channels, uint32_t per_group, int silu) {   \
+    gnb_reduce<T>(x, dy, w, b, mean, rstd, A, B, plane, channels, per_group, silu);            \
+  }                                                                                            \
+  extern "C" __global__ void gnb_apply_##SUFFIX(                                               \
+      const T *x, const T *dy, const T *w, const T *b, const float *mean, const float *rstd,   \
+      const float *A, const float *B, T *dx, uint64_t plane, uint32_t channels,                \
+      uint32_t per_group, int silu) {                                                          \
+    gnb_apply<T>(x, dy, w, b, mean, rstd, A, B, dx, plane, channels, per_group, silu);         \
+  }                                                                                            \
+  extern "C" __global__ void lnb_##SUFFIX(const T *x, const T *dy, const T *w, T *dx,          \
+                                          float *PA, float *PB, uint64_t rows, uint32_t cols,  \
+                                          uint32_t rows_per_block, float eps) {                \
+    lnb<T>(x, dy, w, dx, PA, PB, rows, cols, rows_per_block, eps);                             \
+  }
+NORM_BWD_KERNELS(float, f32)
+NORM_BWD_KERNELS(__nv_bfloat16, bf16)
+NORM_BWD_KERNELS(__half, f16)
+
+// Softmax over rows of `cols` attention scores, f32 arithmetic, one block per row: one pass
+// for the running max and sum (merged across threads), one to write. candle's kernel gives a
+// row one warp and makes an extra pass to rescale.
+template <typename T>
+__device__ void softmax_rows(const T *x, T *y, uint32_t cols) {
+  __shared__ float shm[32], shs[32];
+  const T *src = x + (uint64_t)blockIdx.x * cols;
+  T *dst = y + (uint64_t)blockIdx.x * cols;
+  float m = -INFINITY, s = 0.f;
+  for (uint32_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float v = to_f(src[j]);
+    if (v > m) {
+      s = s * __expf(m - v) + 1.f;
+      m = v;
+    } else {
+      s += __expf(v - m);
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float om = __shfl_xor_sync(0xffffffff, m, o), os = __shfl_xor_sync(0xffffffff, s, o);
+    const float nm = fmaxf(m, om);
+    s = (m == -INFINITY ? 0.f : s * __expf(m - nm)) + (om == -INFINITY ? 0.f : os * __expf(om - nm));
+    m = nm;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  if (lane == 0) {
+    shm[warp] = m;
+    shs[warp] = s;
+  }
+  __syncthreads();
+  m = lane < warps ? shm[lane] : -INFINITY;
+  s = lane < warps ? shs[lane] : 0.f;
+  for (int o = 16; o > 0; o >>= 1) {
+    const float om = __shfl_xor_sync(0xffffffff, m, o), os = __shfl_xor_sync(0xffffffff, s, o);
+    const float nm = fmaxf(m, om);
+    s = (m == -INFINITY ? 0.f : s * __expf(m - nm)) + (om == -INFINITY ? 0.f : os * __expf(om - nm));
+    m = nm;
+  }
+  const float inv = 1.f / s;
+  for (uint32_t j = threadIdx.x; j < cols; j += blockDim.x) dst[j] = from_f<T>(__expf(to_f(src[j]) - m) * inv);
+}
+
+#define SOFTMAX_KERNELS(T, SUFFIX)                                                             \
+  extern "C" __global__ void softmax_rows_##SUFFIX(const T *x, T *y, uint32_t cols) {          \
+    softmax_rows<T>(x, y, cols);                                                               \
+  }
+SOFTMAX_KERNELS(float, f32)
+SOFTMAX_KERNELS(__nv_bfloat16, bf16)
+SOFTMAX_KERNELS(__half, f16)

@@ -111,6 +111,7 @@ pub mod adamw;
 pub mod conv;
 pub mod epilogue;
 pub mod norm;
+pub mod norm_grad;
 pub mod pad;
 pub mod pool;
 pub mod training;

@@ -1,7 +1,7 @@
 //! Fused kernels for training's hot elementwise steps (kernels.cu): the attention softmax
 //! gradient `dS = P ⊙ (dP − δ)` in one pass (candle's composition made five passes, with f32
 //! copies of two score-sized tensors), and GEGLU forward and backward (candle's GELU backward
-//! alone is a chain of a dozen kernels).
+//! alone is a chain of a dozen kernels), and the scores' softmax.
 
 use super::{view, MODULE, PTX};
 use candle_core::backend::BackendStorage;
@@ -9,7 +9,10 @@ use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use candle_core::cuda_backend::{kernel_name, CudaStorageSlice, Map1, Map2, WrapErr};
-use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{
+    CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape,
+    Tensor, WithDType,
+};
 
 fn grid(n: usize) -> LaunchConfig {
     LaunchConfig {
@@ -21,8 +24,11 @@ fn grid(n: usize) -> LaunchConfig {
 
 /// `p ⊙ (dp − delta)` for scores `p`, `dp` `[..., cols]` and `delta` f32 `[..., 1]`.
 pub fn attention_ds(p: &Tensor, dp: &Tensor, delta: &Tensor) -> Result<Tensor> {
-    p.contiguous()?
-        .apply_op3_no_bwd(&dp.contiguous()?, &delta.to_dtype(DType::F32)?.contiguous()?, &AttentionDs)
+    p.contiguous()?.apply_op3_no_bwd(
+        &dp.contiguous()?,
+        &delta.to_dtype(DType::F32)?.contiguous()?,
+        &AttentionDs,
+    )
 }
 
 struct AttentionDs;
@@ -55,7 +61,12 @@ impl CustomOp3 for AttentionDs {
         let n = pl.shape().elem_count();
         let cols = *pl.dims().last().unwrap_or(&1);
         if dpl.shape() != pl.shape() || dl.shape().elem_count() * cols != n {
-            candle_core::bail!("attention ds: shapes {:?} {:?} {:?}", pl.dims(), dpl.dims(), dl.dims());
+            candle_core::bail!(
+                "attention ds: shapes {:?} {:?} {:?}",
+                pl.dims(),
+                dpl.dims(),
+                dl.dims()
+            );
         }
         let CudaStorageSlice::F32(d) = &delta.slice else {
             candle_core::bail!("attention ds: delta must be f32");
@@ -81,9 +92,15 @@ impl CustomOp3 for AttentionDs {
             Ok(out)
         }
         let slice = match (&p.slice, &dp.slice) {
-            (CudaStorageSlice::BF16(a), CudaStorageSlice::BF16(b)) => CudaStorageSlice::BF16(go(a, pl, b, dpl, &d, n, cols, &dev)?),
-            (CudaStorageSlice::F16(a), CudaStorageSlice::F16(b)) => CudaStorageSlice::F16(go(a, pl, b, dpl, &d, n, cols, &dev)?),
-            (CudaStorageSlice::F32(a), CudaStorageSlice::F32(b)) => CudaStorageSlice::F32(go(a, pl, b, dpl, &d, n, cols, &dev)?),
+            (CudaStorageSlice::BF16(a), CudaStorageSlice::BF16(b)) => {
+                CudaStorageSlice::BF16(go(a, pl, b, dpl, &d, n, cols, &dev)?)
+            }
+            (CudaStorageSlice::F16(a), CudaStorageSlice::F16(b)) => {
+                CudaStorageSlice::F16(go(a, pl, b, dpl, &d, n, cols, &dev)?)
+            }
+            (CudaStorageSlice::F32(a), CudaStorageSlice::F32(b)) => {
+                CudaStorageSlice::F32(go(a, pl, b, dpl, &d, n, cols, &dev)?)
+            }
             _ => candle_core::bail!("attention ds: unsupported dtypes"),
         };
         Ok((super::storage(slice, &dev), pl.shape().clone()))
@@ -108,7 +125,12 @@ fn halved(l: &Layout) -> Shape {
 }
 
 impl Map1 for Geglu {
-    fn f<T: DeviceRepr + WithDType + ValidAsZeroBits>(&self, h: &CudaSlice<T>, dev: &CudaDevice, l: &Layout) -> Result<CudaSlice<T>> {
+    fn f<T: DeviceRepr + WithDType + ValidAsZeroBits>(
+        &self,
+        h: &CudaSlice<T>,
+        dev: &CudaDevice,
+        l: &Layout,
+    ) -> Result<CudaSlice<T>> {
         let h = view(h, l)?;
         let half = *l.dims().last().unwrap_or(&0) / 2;
         let n = l.shape().elem_count() / 2;
@@ -139,14 +161,19 @@ impl CustomOp1 for Geglu {
     }
     fn bwd(&self, h: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         crate::train::nn::profile::time("geglu bwd", h.device(), || {
-            Ok(Some(h.detach().apply_op2_no_bwd(&dy.contiguous()?, &GegluBackward)?))
+            Ok(Some(
+                h.detach()
+                    .apply_op2_no_bwd(&dy.contiguous()?, &GegluBackward)?,
+            ))
         })
     }
 }
 
 struct GegluBackward;
 
-custom_op!(2, GegluBackward, "ldmkit-geglu-backward", |_op, l| l.shape().clone());
+custom_op!(2, GegluBackward, "ldmkit-geglu-backward", |_op, l| l
+    .shape()
+    .clone());
 
 impl Map2 for GegluBackward {
     fn f<T: DeviceRepr + WithDType + ValidAsZeroBits>(
@@ -170,5 +197,45 @@ impl Map2 for GegluBackward {
         a.arg(&h).arg(&dy).arg(&dh).arg(&n64).arg(&half);
         unsafe { a.launch(grid(n)) }.w()?;
         Ok(dh)
+    }
+}
+
+/// Softmax over the last axis (rows of attention scores), f32 arithmetic.
+pub fn softmax_rows(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&SoftmaxRows)
+}
+
+struct SoftmaxRows;
+
+custom_op!(1, SoftmaxRows, "ldmkit-softmax-rows", |_op, l| l
+    .shape()
+    .clone());
+
+impl Map1 for SoftmaxRows {
+    fn f<T: DeviceRepr + WithDType + ValidAsZeroBits>(
+        &self,
+        x: &CudaSlice<T>,
+        dev: &CudaDevice,
+        l: &Layout,
+    ) -> Result<CudaSlice<T>> {
+        let x = view(x, l)?;
+        let cols = *l.dims().last().unwrap_or(&1);
+        let rows = l.shape().elem_count() / cols.max(1);
+        if rows > i32::MAX as usize {
+            candle_core::bail!("softmax: too many rows");
+        }
+        let y = unsafe { dev.alloc::<T>(rows * cols)? };
+        let f = dev.get_or_load_custom_func(&kernel_name::<T>("softmax_rows"), MODULE, PTX)?;
+        let cols32 = cols as u32;
+        let mut a = f.builder();
+        a.arg(&x).arg(&y).arg(&cols32);
+        let threads = if cols >= 1024 { 256 } else { 128 };
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe { a.launch(cfg) }.w()?;
+        Ok(y)
     }
 }

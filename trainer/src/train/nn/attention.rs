@@ -54,6 +54,10 @@ fn block_rows(scores: usize, n: usize, lq: usize, lk: usize) -> usize {
 /// The probabilities of one block of query rows (already scaled).
 fn probabilities(q_scaled: &Tensor, k: &Tensor) -> Result<Tensor> {
     let scores = q_scaled.matmul(&k.t()?)?;
+    #[cfg(feature = "cuda")]
+    if scores.device().is_cuda() {
+        return crate::models::cuda::training::softmax_rows(&scores);
+    }
     candle_nn::ops::softmax_last_dim(&scores)
 }
 
@@ -142,7 +146,9 @@ impl CustomOp3 for Attention {
         o: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        super::profile::time("attention bwd", q.device(), || self.backward(q, k, v, o, grad))
+        super::profile::time("attention bwd", q.device(), || {
+            self.backward(q, k, v, o, grad)
+        })
     }
 }
 

@@ -200,7 +200,41 @@ impl CustomOp3 for Norm {
 }
 
 impl Norm {
-    fn backward(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            use crate::models::cuda::norm_grad;
+            let (dx, dw, db) = match self.kind {
+                Kind::Group { groups, silu } if x.dim(0)? * x.dim(1)? <= 65_535 => {
+                    norm_grad::group_norm_backward(x, dy, w, &self.b, groups, self.eps, silu)?
+                }
+                Kind::Layer if *x.dims().last().unwrap_or(&0) <= 2048 => {
+                    norm_grad::layer_norm_backward(x, dy, w, self.eps)?
+                }
+                _ => return self.portable_backward(x, w, dy),
+            };
+            let dtype = w.dtype();
+            return Ok((
+                Some(dx),
+                Some(dw.to_dtype(dtype)?),
+                Some(db.to_dtype(dtype)?),
+            ));
+        }
+        self.portable_backward(x, w, dy)
+    }
+
+    /// The closed form with candle ops (CPU, and shapes the kernels do not take).
+    fn portable_backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let x = x.detach();
         let rows = self.rows(&x)?;
         let dy = dy.detach().to_dtype(DType::F32)?;
