@@ -103,6 +103,8 @@ enum Pass {
     Data,
     /// dw from x and dy (the weight gradient).
     Filter,
+    /// db from dy (the bias gradient: dy summed over all but channels).
+    Bias,
 }
 
 impl Drop for Plan {
@@ -349,6 +351,7 @@ impl Plan {
             Pass::Forward => self.forward.map_or(0, |c| c.workspace),
             Pass::Data => self.data.map_or(0, |c| c.workspace),
             Pass::Filter => self.filter.map_or(0, |c| c.workspace),
+            Pass::Bias => 0,
         })
     }
 }
@@ -471,6 +474,7 @@ fn launch(
             Pass::Forward => plan.out,
             Pass::Data => key.x,
             Pass::Filter => key.w,
+            Pass::Bias => [1, key.w[0], 1, 1],
         };
         let el: usize = dims.iter().product();
         let mut out = match dtype {
@@ -554,6 +558,12 @@ fn launch(
                         "convolution weight gradient",
                     )?;
                 }
+                Pass::Bias => {
+                    check(
+                        sys::cudnnConvolutionBackwardBias(h, one, plan.y, ap, zero, plan.bias, op),
+                        "convolution bias gradient",
+                    )?;
+                }
             }
         }
         Ok((super::storage(out, &dev), Shape::from(dims.to_vec())))
@@ -563,9 +573,18 @@ fn launch(
 /// `x` ⊛ `w` (no bias) with a backward pass: both gradients through cuDNN as well
 /// (candle's input gradient is a naive transposed-convolution kernel, ~80% of a training
 /// convolution's time: ../shared/CUDA.md).
-pub fn conv2d_trainable(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, Trainable(Conv { padding, stride }))
+pub fn conv2d_trainable(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        Trainable(Conv { padding, stride }),
+    )
 }
 
 struct Trainable(Conv);
@@ -576,14 +595,18 @@ struct Gradient {
     conv: Conv,
     pass: Pass,
     dims: [usize; 4],
+    /// The weight's dims (the bias pass keys its plan by x's and w's).
+    weight: [usize; 4],
 }
 
-impl CustomOp2 for Trainable {
+impl CustomOp3 for Trainable {
     fn name(&self) -> &'static str {
         "ldmkit-cudnn-conv2d-trainable"
     }
     fn cpu_fwd(
         &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
         _: &candle_core::CpuStorage,
         _: &Layout,
         _: &candle_core::CpuStorage,
@@ -597,36 +620,47 @@ impl CustomOp2 for Trainable {
         xl: &Layout,
         w: &CudaStorage,
         wl: &Layout,
+        b: &CudaStorage,
+        bl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        self.0.run((x, xl), (w, wl), None)
+        self.0.run((x, xl), (w, wl), Some((b, bl)))
     }
     fn bwd(
         &self,
         x: &Tensor,
         w: &Tensor,
+        _b: &Tensor,
         _y: &Tensor,
         dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let grad = |pass, t: &Tensor| -> Result<Gradient> {
+        let dims = |t: &Tensor| -> Result<[usize; 4]> {
             let (a, b, c, d) = t.dims4()?;
+            Ok([a, b, c, d])
+        };
+        let grad = |pass, t: &Tensor| -> Result<Gradient> {
             Ok(Gradient {
                 conv: Conv {
                     padding: self.0.padding,
                     stride: self.0.stride,
                 },
                 pass,
-                dims: [a, b, c, d],
+                dims: dims(t)?,
+                weight: dims(w)?,
             })
         };
         use crate::train::nn::profile::time;
-        let dx = time("conv bwd data", x.device(), || {
+        let dev = x.device();
+        let dx = time("conv bwd data", dev, || {
             dy.apply_op2_no_bwd(w, &grad(Pass::Data, x)?)
         })?;
-        let dw = time("conv bwd filter", x.device(), || {
+        let dw = time("conv bwd filter", dev, || {
             x.apply_op2_no_bwd(&dy, &grad(Pass::Filter, w)?)
         })?;
-        Ok((Some(dx), Some(dw)))
+        let db = time("conv bwd bias", dev, || {
+            dy.apply_op2_no_bwd(&dy, &grad(Pass::Bias, x)?)
+        })?;
+        Ok((Some(dx), Some(dw), Some(db.flatten_all()?)))
     }
 }
 
@@ -670,6 +704,16 @@ impl CustomOp2 for Gradient {
                 None,
                 dims4(al, "input")?,
                 self.dims,
+            ),
+            // (dy, dy): x's dims given.
+            Pass::Bias => launch(
+                &self.conv,
+                Pass::Bias,
+                (a, al),
+                (b, bl),
+                None,
+                self.dims,
+                self.weight,
             ),
             Pass::Forward => unreachable!("gradients only"),
         }

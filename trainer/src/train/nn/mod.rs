@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod conv;
 pub mod layers;
+pub mod linear;
 pub mod norm;
 pub mod params;
 pub mod profile;
