@@ -9,7 +9,8 @@
 //! cuDNN convolutions) and tensor cores with f32 accumulation for bf16/f16, one workspace
 //! kept and grown, and the bias added in place by `cudnnAddTensor`. For training, both
 //! gradients (input: `cudnnConvolutionBackwardData`, weight: `...BackwardFilter`) go the
-//! same way, each algorithm timed the first time its shape is seen.
+//! same way, each algorithm timed the first time its shape is seen; the bias is added by
+//! `cudnnAddTensor` and its gradient is one matrix product.
 //!
 //! cudarc's safe cuDNN wrappers keep their raw descriptors private (so they cannot be cached
 //! or passed to the calls above); this module uses cudarc's `sys` bindings instead.
@@ -103,8 +104,6 @@ enum Pass {
     Data,
     /// dw from x and dy (the weight gradient).
     Filter,
-    /// db from dy (the bias gradient: dy summed over all but channels).
-    Bias,
 }
 
 impl Drop for Plan {
@@ -351,7 +350,6 @@ impl Plan {
             Pass::Forward => self.forward.map_or(0, |c| c.workspace),
             Pass::Data => self.data.map_or(0, |c| c.workspace),
             Pass::Filter => self.filter.map_or(0, |c| c.workspace),
-            Pass::Bias => 0,
         })
     }
 }
@@ -474,7 +472,6 @@ fn launch(
             Pass::Forward => plan.out,
             Pass::Data => key.x,
             Pass::Filter => key.w,
-            Pass::Bias => [1, key.w[0], 1, 1],
         };
         let el: usize = dims.iter().product();
         let mut out = match dtype {
@@ -558,12 +555,6 @@ fn launch(
                         "convolution weight gradient",
                     )?;
                 }
-                Pass::Bias => {
-                    check(
-                        sys::cudnnConvolutionBackwardBias(h, one, plan.y, ap, zero, plan.bias, op),
-                        "convolution bias gradient",
-                    )?;
-                }
             }
         }
         Ok((super::storage(out, &dev), Shape::from(dims.to_vec())))
@@ -595,8 +586,6 @@ struct Gradient {
     conv: Conv,
     pass: Pass,
     dims: [usize; 4],
-    /// The weight's dims (the bias pass keys its plan by x's and w's).
-    weight: [usize; 4],
 }
 
 impl CustomOp3 for Trainable {
@@ -646,7 +635,6 @@ impl CustomOp3 for Trainable {
                 },
                 pass,
                 dims: dims(t)?,
-                weight: dims(w)?,
             })
         };
         use crate::train::nn::profile::time;
@@ -657,10 +645,17 @@ impl CustomOp3 for Trainable {
         let dw = time("conv bwd filter", dev, || {
             x.apply_op2_no_bwd(&dy, &grad(Pass::Filter, w)?)
         })?;
+        // db = Σ over samples and pixels, as one product with a ones vector (cuDNN's
+        // cudnnConvolutionBackwardBias refuses bf16).
         let db = time("conv bwd bias", dev, || {
-            dy.apply_op2_no_bwd(&dy, &grad(Pass::Bias, x)?)
+            let (n, c, h, w) = dy.dims4()?;
+            let ones = Tensor::ones((h * w, 1), dy.dtype(), dy.device())?;
+            dy.reshape((n * c, h * w))?
+                .matmul(&ones)?
+                .reshape((n, c))?
+                .sum(0)
         })?;
-        Ok((Some(dx), Some(dw), Some(db.flatten_all()?)))
+        Ok((Some(dx), Some(dw), Some(db)))
     }
 }
 
@@ -704,16 +699,6 @@ impl CustomOp2 for Gradient {
                 None,
                 dims4(al, "input")?,
                 self.dims,
-            ),
-            // (dy, dy): x's dims given.
-            Pass::Bias => launch(
-                &self.conv,
-                Pass::Bias,
-                (a, al),
-                (b, bl),
-                None,
-                self.dims,
-                self.weight,
             ),
             Pass::Forward => unreachable!("gradients only"),
         }

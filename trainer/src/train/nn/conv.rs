@@ -2,7 +2,7 @@
 //! backward) everywhere; on CUDA builds with cuDNN, the forward and both gradients go through
 //! cuDNN instead ([`crate::models::cuda`]), since candle's input gradient is a naive
 //! transposed-convolution kernel (TRAINER-FACTS §1.2, R3) — the bias too (added by cuDNN,
-//! its gradient by `cudnnConvolutionBackwardBias`; candle sums over three axes slowly).
+//! its gradient one product with a ones vector; candle sums over three axes slowly).
 
 use candle_core::{Result, Tensor};
 
