@@ -414,7 +414,8 @@ fn check(a: &BenchTrainArgs, model: &std::path::Path) -> Result<(), String> {
                    "grad_rel_err_p90": errs[errs.len() * 9 / 10], "grad_rel_err_max": errs[errs.len() - 1], "tensors": errs.len()}),
         )?;
     }
-    // Three AdamW steps on the device against the CPU's (which the tests hold to torch's).
+    // Three clipped AdamW steps on the device against the CPU's (the tests hold the CPU's to
+    // torch's).
     let w0 = Tensor::randn(0f32, 1f32, (1000, 37), &cpu).map_err(e)?;
     let grads: Vec<Tensor> = (0..3)
         .map(|_| Tensor::randn(0f32, 1f32, (1000, 37), &cpu))
@@ -428,7 +429,13 @@ fn check(a: &BenchTrainArgs, model: &std::path::Path) -> Result<(), String> {
         };
         let mut adam = crate::train::optim::AdamW::new(config, std::slice::from_ref(&w))?;
         for g in &grads {
-            adam.apply(std::slice::from_ref(&w), &[Some(g.to_device(dev)?)], 1e-2)?;
+            // Clipped (the random gradients' norm is ~190): the fused clip is checked too.
+            adam.apply(
+                std::slice::from_ref(&w),
+                &mut [Some(g.to_device(dev)?)],
+                1e-2,
+                50.0,
+            )?;
         }
         Ok(w.as_tensor().clone())
     };

@@ -6,7 +6,7 @@
 use super::ema::Ema;
 use super::nn::params::View;
 use super::nn::recompute::{take, Gradients, Plain, Recompute};
-use super::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use super::optim::{AdamW, AdamWConfig};
 use super::schedule::weighted_mse;
 use super::unet::Unet;
 use candle_core::{DType, Result, Tensor, Var};
@@ -84,13 +84,10 @@ impl Learner {
     /// Clip, step AdamW at `lr`, update the EMA; returns the gradient norm before clipping
     /// (NaN when not clipping).
     pub fn apply(&mut self, grads: &mut Gradients, lr: f64) -> Result<f64> {
-        let norm = if self.max_grad_norm > 0.0 {
-            clip_grad_norm(&mut grads.sums, self.max_grad_norm)?
-        } else {
-            f64::NAN
-        };
         let vars = &self.unet.params.vars;
-        self.adam.apply(vars, &grads.sums, lr)?;
+        let norm = self
+            .adam
+            .apply(vars, &mut grads.sums, lr, self.max_grad_norm)?;
         if let Some(ema) = &mut self.ema {
             ema.update(vars)?;
         }

@@ -52,31 +52,32 @@ impl AdamW {
     }
 
     /// One step at learning rate `lr` with `grads` (f32, one per var; `None` = no gradient,
-    /// left untouched as torch does).
-    pub fn apply(&mut self, vars: &[Var], grads: &[Option<Tensor>], lr: f64) -> Result<()> {
+    /// left untouched as torch does), first clipping their joint norm to `max_norm` (0: no
+    /// clipping). Returns the norm before clipping (NaN when not clipping).
+    pub fn apply(
+        &mut self,
+        vars: &[Var],
+        grads: &mut [Option<Tensor>],
+        lr: f64,
+        max_norm: f64,
+    ) -> Result<f64> {
+        #[cfg(feature = "cuda")]
+        if vars.first().is_some_and(|v| v.device().is_cuda()) {
+            return self.apply_fused(vars, grads, lr, max_norm);
+        }
+        let norm = if max_norm > 0.0 {
+            clip_grad_norm(grads, max_norm)?
+        } else {
+            f64::NAN
+        };
         self.step += 1;
         let c = self.config;
         let t = self.step as i32;
         let bias1 = 1.0 - c.beta1.powi(t);
         let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
         let step_size = lr / bias1;
-        for (i, (var, g)) in vars.iter().zip(grads).enumerate() {
+        for (i, (var, g)) in vars.iter().zip(grads.iter()).enumerate() {
             let Some(g) = g else { continue };
-            #[cfg(feature = "cuda")]
-            if var.device().is_cuda() {
-                let s = crate::models::cuda::adamw::Step {
-                    lr: lr as f32,
-                    beta1: c.beta1 as f32,
-                    beta2: c.beta2 as f32,
-                    eps: c.eps as f32,
-                    decay: c.weight_decay as f32,
-                    step_size: step_size as f32,
-                    bias2_sqrt: bias2_sqrt as f32,
-                };
-                let g = g.contiguous()?;
-                crate::models::cuda::adamw::step(var.as_tensor(), &g, &self.m[i], &self.v[i], &s)?;
-                continue;
-            }
             let m = ((&self.m[i] * c.beta1)? + (g * (1.0 - c.beta1))?)?;
             let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let denom = ((v.sqrt()? / bias2_sqrt)? + c.eps)?;
@@ -86,7 +87,56 @@ impl AdamW {
             self.m[i] = m;
             self.v[i] = v;
         }
-        Ok(())
+        Ok(norm)
+    }
+
+    /// The same step on CUDA: two kernels per tensor, the clip factor computed on the
+    /// device from an accumulated sum of squares, one read back (the norm) at the end.
+    #[cfg(feature = "cuda")]
+    fn apply_fused(
+        &mut self,
+        vars: &[Var],
+        grads: &[Option<Tensor>],
+        lr: f64,
+        max_norm: f64,
+    ) -> Result<f64> {
+        use crate::models::cuda::adamw;
+        self.step += 1;
+        let c = self.config;
+        let t = self.step as i32;
+        let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        let step_size = lr / (1.0 - c.beta1.powi(t));
+        let device = vars[0].device();
+        let sumsq = Tensor::zeros(1, candle_core::DType::F32, device)?;
+        let grads: Vec<Option<Tensor>> = grads
+            .iter()
+            .map(|g| g.as_ref().map(Tensor::contiguous).transpose())
+            .collect::<Result<_>>()?;
+        if max_norm > 0.0 {
+            for g in grads.iter().flatten() {
+                adamw::sum_squares(g, &sumsq)?;
+            }
+        }
+        let s = adamw::Step {
+            lr: lr as f32,
+            beta1: c.beta1 as f32,
+            beta2: c.beta2 as f32,
+            eps: c.eps as f32,
+            decay: c.weight_decay as f32,
+            step_size: step_size as f32,
+            bias2_sqrt: bias2_sqrt as f32,
+            max_norm: max_norm.max(0.0) as f32,
+        };
+        for (i, (var, g)) in vars.iter().zip(&grads).enumerate() {
+            if let Some(g) = g {
+                adamw::step(var.as_tensor(), g, &self.m[i], &self.v[i], &sumsq, &s)?;
+            }
+        }
+        if max_norm > 0.0 {
+            Ok((sumsq.to_vec1::<f32>()?[0] as f64).sqrt())
+        } else {
+            Ok(f64::NAN)
+        }
     }
 }
 
@@ -171,8 +221,13 @@ mod tests {
         let var = Var::from_tensor(&param).unwrap();
         let mut adam = AdamW::new(config, std::slice::from_ref(&var)).unwrap();
         for g in &grads {
-            adam.apply(std::slice::from_ref(&var), &[Some(g.clone())], config.lr)
-                .unwrap();
+            adam.apply(
+                std::slice::from_ref(&var),
+                &mut [Some(g.clone())],
+                config.lr,
+                0.0,
+            )
+            .unwrap();
         }
         let result = var.as_tensor().clone();
         let names: Vec<String> = (0..grads.len()).map(|i| format!("grad.{i}")).collect();

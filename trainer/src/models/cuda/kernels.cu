@@ -321,17 +321,39 @@ ATTENTION_KERNEL(__nv_bfloat16, bf16)
 ATTENTION_KERNEL(__half, f16)
 
 // ---- AdamW (training) -------------------------------------------------------------------
-// One pass over a parameter tensor, exactly torch.optim.AdamW's arithmetic: decoupled decay,
-// moments, bias-corrected step. w, m, v (f32) are updated in place; g is the f32 gradient.
+// Gradient clipping and AdamW without a round trip to the host: sumsq_f32 adds each tensor's
+// sum of squares into one accumulator (a block reduction and one atomic per block), and
+// adamw_f32 reads it, scales the gradient by min(1, max_norm / (norm + 1e-6)) (torch's
+// clip_grad_norm_; max_norm <= 0: no clipping), then applies torch.optim.AdamW's arithmetic:
+// decoupled decay, moments, bias-corrected step. w, m, v (f32) are updated in place.
+extern "C" __global__ void sumsq_f32(const float *g, uint64_t n, float *acc) {
+  __shared__ float sh[32];
+  float s = 0.f;
+  for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n;
+       i += (uint64_t)gridDim.x * blockDim.x)
+    s += g[i] * g[i];
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) sh[warp] = s;
+  __syncthreads();
+  if (warp == 0) {
+    s = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0.f;
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
+    if (lane == 0) atomicAdd(acc, s);
+  }
+}
+
 extern "C" __global__ void adamw_f32(float *w, const float *g, float *m, float *v, uint64_t n,
                                      float lr, float beta1, float beta2, float eps, float decay,
-                                     float step_size, float bias2_sqrt) {
+                                     float step_size, float bias2_sqrt, const float *sumsq,
+                                     float max_norm) {
+  const float scale = max_norm > 0.f ? fminf(1.f, max_norm / (sqrtf(*sumsq) + 1e-6f)) : 1.f;
   for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n;
        i += (uint64_t)gridDim.x * blockDim.x) {
-    float gi = g[i];
-    float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-    float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-    float wi = w[i] * (1.0f - lr * decay);
+    const float gi = g[i] * scale;
+    const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+    const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+    const float wi = w[i] * (1.0f - lr * decay);
     w[i] = wi - step_size * (mi / (sqrtf(vi) / bias2_sqrt + eps));
     m[i] = mi;
     v[i] = vi;
