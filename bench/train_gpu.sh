@@ -11,26 +11,14 @@
 #   bash bench/train_gpu.sh run
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/gpu_common.sh
 
 case "${1:-}" in
 prepare)
-    eval "$(../shared/tools/cuda-toolchain.sh env)"
-    CARGO_TARGET_DIR="${CUDA_TARGET_DIR:-../target-cuda}" cargo build --release -p ldmkit --features cudnn
-    mkdir -p .bin
-    strip -o /tmp/ldmkit-cuda "${CUDA_TARGET_DIR:-../target-cuda}/release/ldmkit"
-    xz -6 -T2 -c /tmp/ldmkit-cuda > .bin/ldmkit.xz
-    [ -f .whl/diffusers-0.42.1-py3-none-any.whl ] || python3 -m pip download --no-deps --only-binary=:all: \
-        --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 -d .whl diffusers==0.42.1
-    echo "carry: .bin .whl"
+    prepare_gpu
     ;;
 run)
-    out="${OUT:-/tmp/bench-out}"; mkdir -p "$out"
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-    nv=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
-    export LD_LIBRARY_PATH=$nv/cu13/lib:$nv/cudnn/lib:/usr/local/nvidia/lib64
-    xz -dc .bin/ldmkit.xz > /tmp/ldmkit && chmod +x /tmp/ldmkit
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+    setup_gpu
     if [ -z "${SKIP_CHECK:-}" ]; then
         for m in sd1 sd2; do
             /tmp/ldmkit bench-train --device cuda --check "tests/fixtures/layouts/${m}_tiny_ldm.safetensors" \

@@ -306,10 +306,79 @@ impl Transformer {
 }
 
 struct Level {
+    name: String,
     resnets: Vec<ResBlock>,
     attentions: Vec<Transformer>,
     /// Down levels: the stride-2 convolution; up levels: the convolution after ×2 nearest.
     resample: Option<Conv2d>,
+}
+
+impl Level {
+    /// A resnet to `out` channels per entry of `inputs` (its input channels).
+    fn new(
+        b: &mut Builder,
+        name: &str,
+        inputs: &[usize],
+        out: usize,
+        temb: usize,
+        c: &Config,
+    ) -> Result<Level> {
+        let resnets = inputs
+            .iter()
+            .enumerate()
+            .map(|(j, &from)| ResBlock::new(b, &format!("{name}.resnets.{j}"), from, out, temb, c))
+            .collect::<Result<_>>()?;
+        Ok(Level {
+            name: name.to_string(),
+            resnets,
+            attentions: Vec::new(),
+            resample: None,
+        })
+    }
+
+    /// A transformer after each resnet, with the depth and heads of config level `level`.
+    fn attention(
+        mut self,
+        b: &mut Builder,
+        level: Option<usize>,
+        dim: usize,
+        c: &Config,
+    ) -> Result<Level> {
+        if let Some(l) = level {
+            for j in 0..self.resnets.len() {
+                let t = Transformer::new(
+                    b,
+                    &format!("{}.attentions.{j}", self.name),
+                    dim,
+                    c.depth[l],
+                    c.heads[l],
+                    c,
+                )?;
+                self.attentions.push(t);
+            }
+        }
+        Ok(self)
+    }
+
+    /// The resampling convolution (name under the level, stride).
+    fn resample(
+        mut self,
+        b: &mut Builder,
+        conv: Option<(&str, usize)>,
+        dim: usize,
+    ) -> Result<Level> {
+        if let Some((conv, stride)) = conv {
+            self.resample = Some(Conv2d::new(
+                b,
+                &format!("{}.{conv}", self.name),
+                dim,
+                dim,
+                3,
+                stride,
+            )?);
+        }
+        Ok(self)
+    }
 }
 
 pub struct Unet {
@@ -340,44 +409,16 @@ impl Unet {
         let mut down = Vec::new();
         let mut input = ch[0];
         for (i, &out) in ch.iter().enumerate() {
-            let name = format!("down_blocks.{i}");
-            let mut level = Level {
-                resnets: Vec::new(),
-                attentions: Vec::new(),
-                resample: None,
-            };
-            for j in 0..c.layers_per_block {
-                let from = if j == 0 { input } else { out };
-                level.resnets.push(ResBlock::new(
+            let inputs: Vec<usize> = (0..c.layers_per_block)
+                .map(|j| if j == 0 { input } else { out })
+                .collect();
+            let level = Level::new(b, &format!("down_blocks.{i}"), &inputs, out, temb, c)?
+                .attention(b, c.down_attention[i].then_some(i), out, c)?
+                .resample(
                     b,
-                    &format!("{name}.resnets.{j}"),
-                    from,
+                    (i + 1 < levels).then_some(("downsamplers.0.conv", 2)),
                     out,
-                    temb,
-                    c,
-                )?);
-                if c.down_attention[i] {
-                    let t = Transformer::new(
-                        b,
-                        &format!("{name}.attentions.{j}"),
-                        out,
-                        c.depth[i],
-                        c.heads[i],
-                        c,
-                    )?;
-                    level.attentions.push(t);
-                }
-            }
-            if i + 1 < levels {
-                level.resample = Some(Conv2d::new(
-                    b,
-                    &format!("{name}.downsamplers.0.conv"),
-                    out,
-                    out,
-                    3,
-                    2,
-                )?);
-            }
+                )?;
             down.push(level);
             input = out;
         }
@@ -398,51 +439,21 @@ impl Unet {
         let mut up = Vec::new();
         let mut prev = reversed[0];
         for (i, &out) in reversed.iter().enumerate() {
-            let name = format!("up_blocks.{i}");
+            // Each resnet also takes a skip: the last one the level below's output.
             let skip_in = reversed[(i + 1).min(levels - 1)];
-            let level_index = levels - 1 - i;
-            let mut level = Level {
-                resnets: Vec::new(),
-                attentions: Vec::new(),
-                resample: None,
-            };
-            for j in 0..=c.layers_per_block {
-                let skip = if j == c.layers_per_block {
-                    skip_in
-                } else {
-                    out
-                };
-                let from = if j == 0 { prev } else { out };
-                level.resnets.push(ResBlock::new(
-                    b,
-                    &format!("{name}.resnets.{j}"),
-                    from + skip,
-                    out,
-                    temb,
-                    c,
-                )?);
-                if c.up_attention[i] {
-                    let t = Transformer::new(
-                        b,
-                        &format!("{name}.attentions.{j}"),
-                        out,
-                        c.depth[level_index],
-                        c.heads[level_index],
-                        c,
-                    )?;
-                    level.attentions.push(t);
-                }
-            }
-            if i + 1 < levels {
-                level.resample = Some(Conv2d::new(
-                    b,
-                    &format!("{name}.upsamplers.0.conv"),
-                    out,
-                    out,
-                    3,
-                    1,
-                )?);
-            }
+            let inputs: Vec<usize> = (0..=c.layers_per_block)
+                .map(|j| {
+                    let from = if j == 0 { prev } else { out };
+                    from + if j == c.layers_per_block {
+                        skip_in
+                    } else {
+                        out
+                    }
+                })
+                .collect();
+            let level = Level::new(b, &format!("up_blocks.{i}"), &inputs, out, temb, c)?
+                .attention(b, c.up_attention[i].then_some(levels - 1 - i), out, c)?
+                .resample(b, (i + 1 < levels).then_some(("upsamplers.0.conv", 1)), out)?;
             up.push(level);
             prev = out;
         }

@@ -7,11 +7,11 @@
 //! FlashAttention's gradient formulas (dS = P ⊙ (dP − rowsum(dO ⊙ O))) with plain matrix
 //! products, so attention memory is one block's scores whatever the sequence length.
 //!
-//! candle's custom ops see storages, not tensors; the op keeps detached handles of its own
-//! inputs (the same storage, no copy) and computes with tensor ops on those.
+//! It is a [`TensorOp3`](super::tensor_op): the forward with tensor ops on the inputs it
+//! holds.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use super::tensor_op::TensorOp3;
+use candle_core::{DType, Result, Tensor};
 
 /// Score elements per block (64 Mi: 128 MiB in bf16).
 const BLOCK_SCORES: usize = 1 << 26;
@@ -35,7 +35,7 @@ fn attention_in_blocks(
         scale,
         block_scores,
     };
-    q.apply_op3(k, v, op)
+    super::tensor_op::apply(q, k, v, op)
 }
 
 struct Attention {
@@ -81,17 +81,6 @@ impl Attention {
     }
 }
 
-/// The storage of a freshly computed contiguous tensor.
-pub(super) fn storage_of<S>(t: &Tensor, pick: impl Fn(&Storage) -> Option<&S>) -> Result<(S, Shape)>
-where
-    S: BackendStorage,
-{
-    let (storage, layout) = t.storage_and_layout();
-    let s = pick(&storage)
-        .ok_or_else(|| candle_core::Error::Msg("attention: device mismatch".into()))?;
-    Ok((s.try_clone(layout)?, t.shape().clone()))
-}
-
 /// `P ⊙ (dP − δ)` (f32 arithmetic, the scores' dtype out): one fused pass on CUDA.
 fn softmax_gradient(p: &Tensor, dp: &Tensor, delta: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
@@ -101,44 +90,14 @@ fn softmax_gradient(p: &Tensor, dp: &Tensor, delta: &Tensor) -> Result<Tensor> {
     (p.to_dtype(DType::F32)? * dp.to_dtype(DType::F32)?.broadcast_sub(delta)?)?.to_dtype(p.dtype())
 }
 
-impl CustomOp3 for Attention {
+impl TensorOp3 for Attention {
     fn name(&self) -> &'static str {
         "ldmkit-attention"
     }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        storage_of(&self.output()?, |s| match s {
-            Storage::Cpu(c) => Some(c),
-            _ => None,
-        })
+    fn forward_tensors(&self) -> Result<Tensor> {
+        self.output()
     }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let out = super::profile::time("attention fwd", self.q.device(), || self.output())?;
-        storage_of(&out, |s| match s {
-            Storage::Cuda(c) => Some(c),
-            _ => None,
-        })
-    }
-
-    fn bwd(
+    fn backward_tensors(
         &self,
         q: &Tensor,
         k: &Tensor,
@@ -146,9 +105,10 @@ impl CustomOp3 for Attention {
         o: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        super::profile::time("attention bwd", q.device(), || {
-            self.backward(q, k, v, o, grad)
-        })
+        self.backward(q, k, v, o, grad)
+    }
+    fn profile_names(&self) -> (&'static str, &'static str) {
+        ("attention fwd", "attention bwd")
     }
 }
 

@@ -3,8 +3,8 @@
 //! candle's broadcast add computes the bias gradient as a sum over the rows axis, which its
 //! reduction kernels do slowly (tens of thousands of rows per token batch at 512²).
 
-use super::attention::storage_of;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use super::tensor_op::TensorOp3;
+use candle_core::{Result, Tensor};
 
 /// `x` `[rows, in]`, `w` `[out, in]`, `b` `[out]`.
 pub fn linear_bias(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -14,7 +14,7 @@ pub fn linear_bias(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
         w: w.detach(),
         b: b.detach(),
     };
-    x.apply_op3(w, b, op)
+    super::tensor_op::apply(&x, w, b, op)
 }
 
 struct LinearBias {
@@ -35,43 +35,14 @@ impl LinearBias {
     }
 }
 
-impl CustomOp3 for LinearBias {
+impl TensorOp3 for LinearBias {
     fn name(&self) -> &'static str {
         "ldmkit-linear"
     }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        storage_of(&self.output()?, |s| match s {
-            Storage::Cpu(c) => Some(c),
-            _ => None,
-        })
+    fn forward_tensors(&self) -> Result<Tensor> {
+        self.output()
     }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        storage_of(&self.output()?.contiguous()?, |s| match s {
-            Storage::Cuda(c) => Some(c),
-            _ => None,
-        })
-    }
-
-    fn bwd(
+    fn backward_tensors(
         &self,
         x: &Tensor,
         w: &Tensor,
@@ -85,6 +56,9 @@ impl CustomOp3 for LinearBias {
         let ones = Tensor::ones((1, dy.dim(0)?), dy.dtype(), dy.device())?;
         let db = ones.matmul(&dy)?.flatten_all()?;
         Ok((Some(dx), Some(dw), Some(db)))
+    }
+    fn profile_names(&self) -> (&'static str, &'static str) {
+        ("linear fwd (op)", "linear bwd")
     }
 }
 

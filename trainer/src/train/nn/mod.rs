@@ -10,3 +10,4 @@ pub mod norm;
 pub mod params;
 pub mod profile;
 pub mod recompute;
+pub mod tensor_op;

@@ -13,8 +13,8 @@
 //! Statistics are f32 whatever the compute dtype, as CompVis' `GroupNorm32` and autocast's
 //! layer norm compute them.
 
-use super::attention::storage_of;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use super::tensor_op::TensorOp3;
+use candle_core::{DType, Result, Tensor};
 
 /// GroupNorm of `x` `[b, c, h, w]` with `weight`, `bias` `[c]` (in x's dtype), then SiLU.
 pub fn group_norm(
@@ -33,7 +33,7 @@ pub fn group_norm(
         w: weight.detach(),
         b: bias.detach(),
     };
-    x.apply_op3(weight, bias, op)
+    super::tensor_op::apply(&x, weight, bias, op)
 }
 
 /// LayerNorm over the last axis of `x` with `weight`, `bias` `[width]`.
@@ -46,7 +46,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
         w: weight.detach(),
         b: bias.detach(),
     };
-    x.apply_op3(weight, bias, op)
+    super::tensor_op::apply(&x, weight, bias, op)
 }
 
 #[derive(Clone, Copy)]
@@ -142,48 +142,14 @@ impl Norm {
     }
 }
 
-impl CustomOp3 for Norm {
+impl TensorOp3 for Norm {
     fn name(&self) -> &'static str {
         "ldmkit-norm"
     }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        storage_of(&self.output()?.contiguous()?, |s| match s {
-            Storage::Cpu(c) => Some(c),
-            _ => None,
-        })
+    fn forward_tensors(&self) -> Result<Tensor> {
+        self.output()
     }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let name = match self.kind {
-            Kind::Group { .. } => "group norm fwd",
-            Kind::Layer => "layer norm fwd",
-        };
-        let out = super::profile::time(name, self.x.device(), || self.output()?.contiguous())?;
-        storage_of(&out, |s| match s {
-            Storage::Cuda(c) => Some(c),
-            _ => None,
-        })
-    }
-
-    fn bwd(
+    fn backward_tensors(
         &self,
         x: &Tensor,
         w: &Tensor,
@@ -191,11 +157,13 @@ impl CustomOp3 for Norm {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let name = match self.kind {
-            Kind::Group { .. } => "group norm bwd",
-            Kind::Layer => "layer norm bwd",
-        };
-        super::profile::time(name, x.device(), || self.backward(x, w, dy))
+        self.backward(x, w, dy)
+    }
+    fn profile_names(&self) -> (&'static str, &'static str) {
+        match self.kind {
+            Kind::Group { .. } => ("group norm fwd", "group norm bwd"),
+            Kind::Layer => ("layer norm fwd", "layer norm bwd"),
+        }
     }
 }
 
