@@ -171,7 +171,7 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
     });
     let bar = progress(trainer.state.step, config.steps, a.quiet);
     let started = Instant::now();
-    let mut samples = 0usize;
+    let (mut samples, mut steps) = (0usize, 0usize);
     let mut saved_at = trainer.state.step;
     while trainer.state.step < config.steps {
         let t0 = Instant::now();
@@ -180,9 +180,12 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
         log.append(&report, t0.elapsed().as_secs_f64())
             .map_err(arg)?;
         bar.set_position(report.step);
+        let elapsed = started.elapsed().as_secs_f64();
+        steps += 1;
         bar.set_message(status(
             &report,
-            samples as f64 / started.elapsed().as_secs_f64(),
+            steps as f64 / elapsed,
+            samples as f64 / elapsed,
             &device,
         ));
         let step = report.step;
@@ -291,16 +294,15 @@ fn progress(at: u64, total: u64, quiet: bool) -> ProgressBar {
     b
 }
 
-fn status(r: &StepReport, samples_per_s: f64, device: &Device) -> String {
+fn status(r: &StepReport, steps_per_s: f64, samples_per_s: f64, device: &Device) -> String {
     let prior = r
         .prior
         .map(|p| format!(" prior {p:.4}"))
         .unwrap_or_default();
     format!(
-        "loss {:.4}{prior} lr {:.2e} {:.2} samples/s{}",
+        "loss {:.4}{prior} lr {:.2e} {steps_per_s:.2} it/s ({samples_per_s:.1} samples/s){}",
         r.loss,
         r.lr,
-        samples_per_s,
         gpu_memory(device)
     )
 }

@@ -110,6 +110,26 @@ mod tests {
         assert!((s.snr(999) - 0.00468).abs() < 1e-4);
     }
 
+    /// x_t and the targets by their definitions, per sample.
+    #[test]
+    fn noising_and_targets_follow_the_definitions() {
+        let s = Schedule::default();
+        let dev = candle_core::Device::Cpu;
+        let z0 = Tensor::new(&[[[[1f32]]], [[[2f32]]]], &dev).unwrap();
+        let eps = Tensor::new(&[[[[0.5f32]]], [[[-1f32]]]], &dev).unwrap();
+        let t = [10, 900];
+        let v = s.noise(&z0, &eps, &t, Prediction::V).unwrap();
+        let e = s.noise(&z0, &eps, &t, Prediction::Epsilon).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (x, tv, te) = (flat(&v.input), flat(&v.target), flat(&e.target));
+        for (i, (&ti, (z, n))) in t.iter().zip([(1f32, 0.5f32), (2.0, -1.0)]).enumerate() {
+            let a = s.alphas_cumprod[ti];
+            assert!((x[i] - (a.sqrt() * z + (1.0 - a).sqrt() * n)).abs() < 1e-6);
+            assert!((tv[i] - (a.sqrt() * n - (1.0 - a).sqrt() * z)).abs() < 1e-6);
+            assert_eq!(te[i], n);
+        }
+    }
+
     #[test]
     fn min_snr_caps_the_easy_timesteps_only() {
         let s = Schedule::default();
