@@ -27,6 +27,11 @@ const EXIT_CANCELLED: u8 = 130;
 pub fn run(a: &TrainArgs) -> u8 {
     match go(a) {
         Ok(code) => code,
+        // Messages about the data and settings name their own file (or none).
+        Err((path, e)) if path.as_os_str().is_empty() => {
+            eprintln!("error: {e}");
+            EXIT_ERROR
+        }
         Err((path, e)) => {
             report_error(&path, e);
             EXIT_ERROR
@@ -92,7 +97,7 @@ fn precision(name: &str, device: &Device) -> Result<DType, String> {
 }
 
 fn go(a: &TrainArgs) -> Result<u8, Failure> {
-    let arg = |e: String| (PathBuf::from("train"), e);
+    let arg = |e: String| (PathBuf::new(), e);
     let device = device::pick(&a.device, true).map_err(arg)?;
     let (run, config, resume) = match &a.resume {
         Some(run) => {
