@@ -45,9 +45,9 @@ type Failure = (PathBuf, String);
 fn new_config(a: &TrainArgs, device: &Device) -> TrainConfig {
     let or = |v: Option<u64>, d: u64| v.unwrap_or(d);
     TrainConfig {
-        model: a.model.clone().expect("clap requires --model"),
-        data: a.data.clone().expect("clap requires --data"),
-        prior_data: a.prior_data.clone(),
+        model: absolute(a.model.as_ref().expect("clap requires --model")),
+        data: absolute(a.data.as_ref().expect("clap requires --data")),
+        prior_data: a.prior_data.as_ref().map(absolute),
         prior_weight: a.prior_weight,
         steps: or(a.steps, 1000),
         batch_size: a.batch_size,
@@ -77,6 +77,11 @@ fn new_config(a: &TrainArgs, device: &Device) -> TrainConfig {
         sample_steps: a.sample_steps,
         guidance: a.guidance,
     }
+}
+
+/// `path` made absolute, so `--resume` finds the run's inputs from any directory.
+fn absolute(path: &PathBuf) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.clone())
 }
 
 /// Load the UNet of `model` as trainable f32 masters on `device`.
