@@ -522,21 +522,28 @@ impl Unet {
             &[&x],
             Box::new(move |i| self.conv_in.forward(v, &i[0])),
         )?;
+        // One block each: a resnet on (h, emb), a transformer on h (the text states captured).
+        let resnet = |run: &mut dyn Runner<'a>, res: &'a ResBlock, h: &Tensor| {
+            run.run(
+                "res",
+                &[h, &emb],
+                Box::new(move |i| res.forward(v, &i[0], &i[1])),
+            )
+        };
+        let attend = |run: &mut dyn Runner<'a>, attn: &'a Transformer, h: &Tensor| {
+            let ctx = context.clone();
+            run.run(
+                "attn",
+                &[h],
+                Box::new(move |i| attn.forward(v, &i[0], &ctx)),
+            )
+        };
         let mut skips = vec![h.clone()];
         for level in &self.down {
             for (j, res) in level.resnets.iter().enumerate() {
-                h = run.run(
-                    "res",
-                    &[&h, &emb],
-                    Box::new(move |i| res.forward(v, &i[0], &i[1])),
-                )?;
+                h = resnet(run, res, &h)?;
                 if let Some(attn) = level.attentions.get(j) {
-                    let ctx = context.clone();
-                    h = run.run(
-                        "attn",
-                        &[&h],
-                        Box::new(move |i| attn.forward(v, &i[0], &ctx)),
-                    )?;
+                    h = attend(run, attn, &h)?;
                 }
                 skips.push(h.clone());
             }
@@ -546,22 +553,9 @@ impl Unet {
             }
         }
         let (r0, attn, r1) = &self.mid;
-        h = run.run(
-            "res",
-            &[&h, &emb],
-            Box::new(move |i| r0.forward(v, &i[0], &i[1])),
-        )?;
-        let ctx = context.clone();
-        h = run.run(
-            "attn",
-            &[&h],
-            Box::new(move |i| attn.forward(v, &i[0], &ctx)),
-        )?;
-        h = run.run(
-            "res",
-            &[&h, &emb],
-            Box::new(move |i| r1.forward(v, &i[0], &i[1])),
-        )?;
+        h = resnet(run, r0, &h)?;
+        h = attend(run, attn, &h)?;
+        h = resnet(run, r1, &h)?;
         for level in &self.up {
             for (j, res) in level.resnets.iter().enumerate() {
                 let skip = skips
@@ -573,12 +567,7 @@ impl Unet {
                     Box::new(move |i| res.forward(v, &Tensor::cat(&[&i[0], &i[1]], 1)?, &i[2])),
                 )?;
                 if let Some(attn) = level.attentions.get(j) {
-                    let ctx = context.clone();
-                    h = run.run(
-                        "attn",
-                        &[&h],
-                        Box::new(move |i| attn.forward(v, &i[0], &ctx)),
-                    )?;
+                    h = attend(run, attn, &h)?;
                 }
             }
             if let Some(conv) = &level.resample {
