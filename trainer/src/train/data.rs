@@ -21,7 +21,14 @@ pub struct Dataset {
     shards: Vec<MmapedSafetensors>,
     /// (shard, row) per sample, grouped by bucket (width, height).
     buckets: BTreeMap<(u32, u32), Vec<(usize, usize)>>,
+    /// The last epoch's batches, keyed by what they were drawn with.
+    order: std::sync::Mutex<Option<(OrderKey, Order)>>,
 }
+
+/// (seed, stream, epoch, batch size).
+type OrderKey = (u64, u64, u64, usize);
+/// An epoch's batches of (shard, row).
+type Order = std::sync::Arc<Vec<Vec<(usize, usize)>>>;
 
 /// Samples of one bucket, as host f32 tensors.
 pub struct Batch {
@@ -83,6 +90,7 @@ impl Dataset {
             manifest,
             shards,
             buckets,
+            order: Default::default(),
         })
     }
 
@@ -117,7 +125,19 @@ impl Dataset {
         batch_size: usize,
         cursor: &mut Cursor,
     ) -> Result<Batch, String> {
-        let batches = self.epoch(seed, stream, cursor.epoch, batch_size);
+        // The order is drawn once per epoch, not once per batch.
+        let key = (seed, stream as u64, cursor.epoch, batch_size);
+        let batches = {
+            let mut cached = self.order.lock().expect("not poisoned");
+            match &*cached {
+                Some((k, b)) if *k == key => b.clone(),
+                _ => {
+                    let b = std::sync::Arc::new(self.epoch(seed, stream, cursor.epoch, batch_size));
+                    *cached = Some((key, b.clone()));
+                    b
+                }
+            }
+        };
         if cursor.batch >= batches.len() {
             cursor.epoch += 1;
             cursor.batch = 0;
