@@ -16,6 +16,15 @@ test('the app works offline once loaded', async () => {
     p.on('pageerror', (e) => errors.push(e));
     await p.goto(srv.url);
     await p.evaluate(() => navigator.serviceWorker.ready.then(() => true));
+    // And every file of the app is in its cache (on a loaded machine the worker can be
+    // active a moment before the precache is visible to this page).
+    await p.evaluate(async () => {
+      for (let i = 0; i < 200; i++) {
+        if (await caches.match('./pkg/inspector_web_bg.wasm') && await caches.match('./worker.js')) return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error('the app was never cached');
+    });
     // The server goes away (a real outage, not an emulated one).
     await new Promise((resolve) => { srv.server.close(resolve); srv.server.closeAllConnections(); });
     await p.reload();
