@@ -187,7 +187,9 @@ impl Dataset {
         let path = self.dir.join(&self.manifest.extras);
         let fail =
             |e: candle_core::Error| format!("{}: {}", path.display(), crate::models::one_line(e));
-        let st = candle_core::safetensors::load(&path, &Device::Cpu).map_err(fail)?;
+        // Read once: the tensors and the header's prompt texts come from the same bytes.
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let st = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(fail)?;
         let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32).map_err(fail);
         let empty = f32(st
             .get("empty")
@@ -196,7 +198,7 @@ impl Dataset {
             Some(t) => Some(f32(t)?),
             None => None,
         };
-        let texts = read_prompt_texts(&path).unwrap_or_default();
+        let texts = prompt_texts(&bytes).unwrap_or_default();
         Ok(Extras {
             empty,
             prompts,
@@ -211,8 +213,8 @@ pub struct Extras {
     pub texts: Vec<String>,
 }
 
-fn read_prompt_texts(path: &Path) -> Option<Vec<String>> {
-    let bytes = std::fs::read(path).ok()?;
+/// The `sample_prompts` metadata of an extras file's bytes (a JSON list).
+fn prompt_texts(bytes: &[u8]) -> Option<Vec<String>> {
     let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
     let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8 + n)?).ok()?;
     serde_json::from_str(header["__metadata__"]["sample_prompts"].as_str()?).ok()

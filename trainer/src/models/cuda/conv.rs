@@ -592,17 +592,7 @@ impl CustomOp3 for Trainable {
     fn name(&self) -> &'static str {
         "ldmkit-cudnn-conv2d-trainable"
     }
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        super::cuda_only("ldmkit-cudnn-conv2d-trainable")
-    }
+    cpu_refused!(3, "ldmkit-cudnn-conv2d-trainable");
     fn cuda_fwd(
         &self,
         x: &CudaStorage,
@@ -663,15 +653,7 @@ impl CustomOp2 for Gradient {
     fn name(&self) -> &'static str {
         "ldmkit-cudnn-conv2d-gradient"
     }
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        super::cuda_only("ldmkit-cudnn-conv2d-gradient")
-    }
+    cpu_refused!(2, "ldmkit-cudnn-conv2d-gradient");
     fn cuda_fwd(
         &self,
         a: &CudaStorage,
@@ -711,15 +693,7 @@ impl CustomOp2 for Conv {
     fn name(&self) -> &'static str {
         "ldmkit-cudnn-conv2d"
     }
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        super::cuda_only("ldmkit-cudnn-conv2d")
-    }
+    cpu_refused!(2, "ldmkit-cudnn-conv2d");
     fn cuda_fwd(
         &self,
         x: &CudaStorage,
@@ -735,17 +709,7 @@ impl CustomOp3 for Conv {
     fn name(&self) -> &'static str {
         "ldmkit-cudnn-conv2d"
     }
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        super::cuda_only("ldmkit-cudnn-conv2d")
-    }
+    cpu_refused!(3, "ldmkit-cudnn-conv2d");
     fn cuda_fwd(
         &self,
         x: &CudaStorage,

@@ -10,6 +10,35 @@
 //! tensor lives on a CUDA device and takes candle's portable path otherwise, so CPU tests
 //! cover the same model logic.
 
+/// The `cpu_fwd` of a CUDA-only custom op taking `$n` operands (2 or 3): refused, since the
+/// model code only calls these ops on CUDA tensors.
+macro_rules! cpu_refused {
+    (2, $name:expr) => {
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            $crate::models::cuda::cuda_only($name)
+        }
+    };
+    (3, $name:expr) => {
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            $crate::models::cuda::cuda_only($name)
+        }
+    };
+}
+
 /// candle's `CustomOpN` for a kernel written as candle's `MapN` (which dispatches on dtype):
 /// CPU refused, the output shaped by `$shape` from the first operand's layout.
 macro_rules! custom_op {

@@ -15,7 +15,7 @@ use candle_core::cuda_backend::cudarc::driver::{
 };
 use candle_core::cuda_backend::{kernel_name, CudaStorageSlice, WrapErr};
 use candle_core::{
-    CpuStorage, CudaDevice, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
+    CudaDevice, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
 };
 
 const THREADS: u32 = 256;
@@ -159,17 +159,7 @@ impl CustomOp3 for GnBackward {
     fn name(&self) -> &'static str {
         "ldmkit-group-norm-backward"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        super::cuda_only("ldmkit-group-norm-backward")
-    }
+    cpu_refused!(3, "ldmkit-group-norm-backward");
     fn cuda_fwd(
         &self,
         x: &CudaStorage,
@@ -261,17 +251,7 @@ impl CustomOp3 for LnBackward {
     fn name(&self) -> &'static str {
         "ldmkit-layer-norm-backward"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        super::cuda_only("ldmkit-layer-norm-backward")
-    }
+    cpu_refused!(3, "ldmkit-layer-norm-backward");
     fn cuda_fwd(
         &self,
         x: &CudaStorage,

@@ -37,17 +37,7 @@ impl CustomOp3 for AttentionDs {
     fn name(&self) -> &'static str {
         "ldmkit-attention-ds"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        super::cuda_only("ldmkit-attention-ds")
-    }
+    cpu_refused!(3, "ldmkit-attention-ds");
     fn cuda_fwd(
         &self,
         p: &CudaStorage,
