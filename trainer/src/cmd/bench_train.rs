@@ -315,7 +315,7 @@ fn profile(a: &BenchTrainArgs, learner: &mut Learner, data: &Prepared) -> candle
 }
 
 /// ‖a − b‖ / ‖b‖ in f64 on the host.
-fn rel(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
+pub(crate) fn rel(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
     let (a, b) = (
         a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?,
         b.to_device(&Device::Cpu)?.to_dtype(DType::F64)?,
@@ -444,5 +444,10 @@ fn check(a: &BenchTrainArgs, model: &std::path::Path) -> Result<(), String> {
         a,
         json!({"check": "adamw", "device": device::describe(&dev), "rel_err": adam_err}),
     )?;
+    if dev.is_cuda() {
+        for row in super::check_attention::check(&dev)? {
+            emit(a, row)?;
+        }
+    }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod bench_encoders;
 pub mod bench_train;
+pub mod check_attention;
 pub mod diff;
 pub mod export;
 pub mod inputs;

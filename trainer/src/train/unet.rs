@@ -7,7 +7,7 @@
 //! candle-transformers' UNet is for inference: its fused LayerNorm and softmax have no
 //! backward (gradients upstream are lost silently) and it takes one timestep per batch.
 
-use super::nn::attention::attention;
+use super::nn::attention::multi_head;
 use super::nn::layers::{geglu, upsample_nearest_x2, Conv2d, GroupNorm, LayerNorm, Linear};
 use super::nn::params::{Builder, Params, View};
 use super::nn::recompute::Runner;
@@ -178,25 +178,14 @@ impl CrossAttention {
         })
     }
 
-    /// `[b, n, c]` → `[b·heads, n, c/heads]`.
-    fn split(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, n, c) = x.dims3()?;
-        x.reshape((b, n, self.heads, c / self.heads))?
-            .transpose(1, 2)?
-            .reshape((b * self.heads, n, c / self.heads))
-    }
-
     fn forward(&self, v: &View, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         let ctx = context.unwrap_or(x);
-        let (b, n, c) = x.dims3()?;
-        let q = self.split(&self.q.forward(v, x)?)?;
-        let k = self.split(&self.k.forward(v, ctx)?)?;
-        let val = self.split(&self.v.forward(v, ctx)?)?;
+        let c = x.dim(2)?;
+        let q = self.q.forward(v, x)?;
+        let k = self.k.forward(v, ctx)?;
+        let val = self.v.forward(v, ctx)?;
         let scale = ((c / self.heads) as f64).powf(-0.5);
-        let o = attention(&q, &k, &val, scale)?
-            .reshape((b, self.heads, n, c / self.heads))?
-            .transpose(1, 2)?
-            .reshape((b, n, c))?;
+        let o = multi_head(&q, &k, &val, self.heads, scale)?;
         self.out.forward(v, &o)
     }
 }

@@ -139,6 +139,7 @@ pub mod adamw;
 #[cfg(feature = "cudnn")]
 pub mod conv;
 pub mod epilogue;
+pub mod flash;
 pub mod norm;
 pub mod norm_grad;
 pub mod pad;

@@ -16,6 +16,40 @@ use candle_core::{DType, Result, Tensor};
 /// Score elements per block (64 Mi: 128 MiB in bf16).
 const BLOCK_SCORES: usize = 1 << 26;
 
+/// Multi-head attention over the projections as the linear layers give them: `q`
+/// `[b, lq, heads·d]`, `k`/`v` `[b, lk, heads·d]`, out `[b, lq, heads·d]`. bf16 on CUDA with
+/// a head dim SD uses runs the fused FlashAttention kernels; everything else splits the heads
+/// and runs [`attention`].
+pub fn multi_head(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if crate::models::cuda::flash::supports(q, heads) {
+        return crate::models::cuda::flash::attention(q, k, v, heads, scale);
+    }
+    multi_head_in_blocks(q, k, v, heads, scale)
+}
+
+/// [`multi_head`] through the block-wise [`attention`] on any device and dtype.
+pub fn multi_head_in_blocks(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let (b, lq, c) = q.dims3()?;
+    // `[b, l, c]` → `[b·heads, l, c/heads]`.
+    let split = |x: &Tensor| -> Result<Tensor> {
+        let (b, l, c) = x.dims3()?;
+        x.reshape((b, l, heads, c / heads))?
+            .transpose(1, 2)?
+            .reshape((b * heads, l, c / heads))
+    };
+    attention(&split(q)?, &split(k)?, &split(v)?, scale)?
+        .reshape((b, heads, lq, c / heads))?
+        .transpose(1, 2)?
+        .reshape((b, lq, c))
+}
+
 /// softmax(q·kᵀ·scale)·v for `q` `[n, lq, d]`, `k`/`v` `[n, lk, d]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
     attention_in_blocks(q, k, v, scale, BLOCK_SCORES)
