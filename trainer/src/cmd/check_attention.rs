@@ -54,6 +54,22 @@ fn run(
     Ok(all)
 }
 
+/// Median milliseconds of `f` over 5 runs after one warm-up (forward, backward and the
+/// casts around them: a relative measure of the two paths, not a kernel timing).
+fn time(dev: &Device, f: impl Fn() -> Result<Vec<Tensor>>) -> Result<f64> {
+    f()?;
+    let mut ms = Vec::new();
+    for _ in 0..5 {
+        dev.synchronize()?;
+        let start = std::time::Instant::now();
+        f()?;
+        dev.synchronize()?;
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(ms[2])
+}
+
 /// One JSON row per shape; an error if the fused kernels miss [`BOUND`] anywhere.
 pub fn check(dev: &Device) -> std::result::Result<Vec<Value>, String> {
     let e = crate::models::one_line;
@@ -82,9 +98,16 @@ pub fn check(dev: &Device) -> std::result::Result<Vec<Value>, String> {
                 .collect()
         };
         let (fused, blocks) = (errs(&fused)?, errs(&blocks)?);
+        let fused_ms =
+            time(dev, || run(multi_head, &inputs, DType::BF16, heads, scale)).map_err(e)?;
+        let blocks_ms = time(dev, || {
+            run(multi_head_in_blocks, &inputs, DType::BF16, heads, scale)
+        })
+        .map_err(e)?;
         let row = json!({"check": "attention", "shape": [b, lq, lk, heads, d],
             "fused_rel_err": {"out": fused[0], "dq": fused[1], "dk": fused[2], "dv": fused[3]},
-            "blockwise_bf16_rel_err": {"out": blocks[0], "dq": blocks[1], "dk": blocks[2], "dv": blocks[3]}});
+            "blockwise_bf16_rel_err": {"out": blocks[0], "dq": blocks[1], "dk": blocks[2], "dv": blocks[3]},
+            "fwd_bwd_ms": {"fused": fused_ms, "blockwise": blocks_ms}});
         if fused.iter().any(|x| x.is_nan() || *x >= BOUND) {
             return Err(format!("fused attention off at {row}"));
         }
