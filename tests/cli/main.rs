@@ -17,6 +17,7 @@
 //! - `hostile`: the hostile corpus: nothing executes, every file gets a clear one-line error
 //!   or a correct report, within bounded memory.
 
+mod data_parallel;
 mod hostile;
 mod inspect;
 mod interop;

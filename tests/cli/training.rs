@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// A kohya folder of `n` captioned 64² images.
-fn images(dir: &Path, n: u32) -> PathBuf {
+pub(crate) fn images(dir: &Path, n: u32) -> PathBuf {
     let root = dir.join("images");
     fs::create_dir_all(&root).unwrap();
     for i in 0..n {
@@ -25,7 +25,12 @@ fn images(dir: &Path, n: u32) -> PathBuf {
 }
 
 /// Pre-encode `data` at 64² into `out`, with two sample prompts.
-fn encode(data: &Path, out: &Path) {
+pub(crate) fn encode(data: &Path, out: &Path) {
+    encode_at(data, out, "64");
+}
+
+/// [`encode`] at another resolution.
+pub(crate) fn encode_at(data: &Path, out: &Path, resolution: &str) {
     let prompts = out.with_extension("prompts.txt");
     fs::write(&prompts, "a photo of sks thing\na painting of a thing\n").unwrap();
     let (m, t) = (model(), tokenizer());
@@ -42,7 +47,7 @@ fn encode(data: &Path, out: &Path) {
             "--out",
             s(out),
             "--resolution",
-            "64",
+            resolution,
             "--sample-prompts",
             s(&prompts),
         ]),
@@ -50,7 +55,7 @@ fn encode(data: &Path, out: &Path) {
     );
 }
 
-fn losses(run: &Path) -> Vec<(u64, f64)> {
+pub(crate) fn losses(run: &Path) -> Vec<(u64, f64)> {
     fs::read_to_string(run.join("loss.csv"))
         .unwrap()
         .lines()
@@ -188,7 +193,7 @@ fn training_lowers_the_loss_draws_previews_and_exports_a_loadable_release() {
 }
 
 /// Every option that draws randomness or keeps state, so resume has something to get wrong.
-fn train_args<'a>(
+pub(crate) fn train_args<'a>(
     m: &'a Path,
     enc: &'a Path,
     prior: &'a Path,

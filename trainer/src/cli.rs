@@ -59,7 +59,7 @@ pub enum Command {
     Tokenize(TokenizeArgs),
     /// Fine-tune the whole UNet on pre-encoded data (see `ldmkit pre-encode`), with optional
     /// class-prior preservation; writes a run folder that --resume continues.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Turn a training run into a release checkpoint: the run's UNet (or its EMA) with the
     /// base model's VAE and text encoder, in the original LDM layout.
     Export(ExportArgs),
@@ -492,6 +492,27 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Data-parallel training on N GPUs of this machine (one process each, NCCL);
+    /// --batch-size stays the global batch, split over all GPUs.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<usize>,
+    /// Machines in a multi-node job (each runs the same command with its --node-rank).
+    #[arg(long, default_value_t = 1, value_name = "M")]
+    pub nodes: usize,
+    /// This machine's index in a multi-node job (0 creates the NCCL id).
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    pub node_rank: usize,
+    /// Where the nodes meet: tcp:HOST:PORT (node 0 listens) or file:PATH on a shared
+    /// filesystem (node 0 writes the NCCL id there; use a new path per job).
+    #[arg(long, value_name = "ADDR")]
+    pub rendezvous: Option<String>,
+    /// Seconds a rank waits without progress from the others before it stops the job.
+    #[arg(long, default_value_t = 1800, value_name = "S")]
+    pub dist_timeout: u64,
+    /// Run N data-parallel ranks as threads of this process on the CPU, summing through
+    /// memory instead of NCCL: the multi-GPU logic, testable without GPUs.
+    #[arg(long, hide = true, value_name = "N")]
+    pub simulate_ranks: Option<usize>,
 }
 
 #[derive(Debug, Args)]

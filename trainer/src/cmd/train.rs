@@ -11,6 +11,11 @@ use crate::models::one_line;
 use crate::train::checkpoint;
 use crate::train::config::TrainConfig;
 use crate::train::data::Dataset;
+#[cfg(feature = "nccl")]
+use crate::train::dist::launch::supervise;
+use crate::train::dist::launch::{Plan, RankEnv, Rendezvous};
+use crate::train::dist::watchdog::Watchdog;
+use crate::train::dist::{threads, Collective, Single};
 use crate::train::log::LossLog;
 use crate::train::preview::Preview;
 use crate::train::trainer::{StepReport, Trainer};
@@ -25,17 +30,120 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 const EXIT_CANCELLED: u8 = 130;
 
 pub fn run(a: &TrainArgs) -> u8 {
-    match go(a) {
+    let env = RankEnv::from_env();
+    // Ranks other than 0 say who they are: their messages share the launcher's terminal.
+    let who = match &env {
+        Some(Ok(r)) if r.rank > 0 => format!("rank {}: ", r.rank),
+        _ => String::new(),
+    };
+    match dispatch(a, env) {
         Ok(code) => code,
         // Messages about the data and settings name their own file (or none).
         Err((path, e)) if path.as_os_str().is_empty() => {
-            eprintln!("error: {e}");
+            eprintln!("error: {who}{e}");
             EXIT_ERROR
         }
         Err((path, e)) => {
-            report_error(&path, e);
+            report_error(&path, format!("{who}{e}"));
             EXIT_ERROR
         }
+    }
+}
+
+/// One process, a data-parallel launcher, one rank of a launched job, or simulated ranks.
+fn dispatch(a: &TrainArgs, env: Option<Result<RankEnv, String>>) -> Result<u8, Failure> {
+    let arg = |e: String| (PathBuf::new(), e);
+    if let Some(env) = env {
+        return as_rank(a, env.map_err(arg)?);
+    }
+    if a.gpus.is_some() || a.nodes > 1 {
+        return launch(a).map_err(arg);
+    }
+    let device = device::pick(&a.device, true).map_err(arg)?;
+    match a.simulate_ranks {
+        Some(n) if n > 0 => {
+            let results = threads::ranks(n, |c| go(a, c, device.clone(), None));
+            // The first real failure (the others then report that a rank stopped).
+            let mut results = results.into_iter();
+            let first = results.next().expect("at least one rank");
+            match first {
+                Ok(code) => results.find(Result::is_err).unwrap_or(Ok(code)),
+                Err(e) => Err(e),
+            }
+        }
+        Some(_) => Err(arg("--simulate-ranks must be at least 1".into())),
+        None => go(a, &Single, device, None),
+    }
+}
+
+/// The launcher of `--gpus N` (and `--nodes`): start this node's ranks and watch them.
+fn launch(a: &TrainArgs) -> Result<u8, String> {
+    let plan = Plan {
+        gpus: a.gpus.unwrap_or(1),
+        nodes: a.nodes,
+        node_rank: a.node_rank,
+        rendezvous: a.rendezvous.as_deref().map(Rendezvous::parse).transpose()?,
+    };
+    plan.check()?;
+    if a.simulate_ranks.is_some() {
+        return Err("--simulate-ranks runs on the CPU; it does not combine with --gpus".into());
+    }
+    #[cfg(feature = "nccl")]
+    {
+        use candle_core::cuda_backend::cudarc::driver::CudaContext;
+        let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+        let count = CudaContext::device_count().map_err(|e| format!("CUDA: {e}"))? as usize;
+        if plan.gpus > count {
+            return Err(format!(
+                "--gpus {} but this machine has {count} GPU{}",
+                plan.gpus,
+                if count == 1 { "" } else { "s" }
+            ));
+        }
+        let id = plan.nccl_id(crate::train::dist::nccl::new_id)?;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find ldmkit itself: {e}"))?;
+        let command: Vec<std::ffi::OsString> = std::iter::once(exe.into_os_string())
+            .chain(std::env::args_os().skip(1))
+            .collect();
+        // Ctrl-C reaches the ranks directly; the launcher waits for them to save and stop.
+        let _ = ctrlc::set_handler(|| {});
+        if !a.quiet {
+            eprintln!(
+                "starting {} rank{} on this node ({} in all, node {} of {})",
+                plan.gpus,
+                if plan.gpus == 1 { "" } else { "s" },
+                plan.world(),
+                plan.node_rank,
+                plan.nodes
+            );
+        }
+        supervise(plan.spawn(&command, &id, visible.as_deref())?)
+    }
+    #[cfg(not(feature = "nccl"))]
+    Err("--gpus needs an ldmkit built with NCCL (cargo build --release --features cudnn,nccl; see ../shared/CUDA.md)".into())
+}
+
+/// One rank of a launched job: join the others over NCCL, then train.
+fn as_rank(a: &TrainArgs, env: RankEnv) -> Result<u8, Failure> {
+    let arg = |e: String| (PathBuf::new(), e);
+    #[cfg(feature = "nccl")]
+    {
+        let watchdog = Watchdog::start(env.rank, std::time::Duration::from_secs(a.dist_timeout));
+        let device = device::pick(&a.device, true).map_err(arg)?;
+        if device.is_cpu() {
+            return Err(arg(
+                "--gpus trains on CUDA devices (not --device cpu)".into()
+            ));
+        }
+        let comm = crate::train::dist::nccl::Nccl::join(&device, env.rank, env.world, &env.nccl_id)
+            .map_err(arg)?;
+        watchdog.alive();
+        go(a, &comm, device, Some(&watchdog))
+    }
+    #[cfg(not(feature = "nccl"))]
+    {
+        let _ = (a, env);
+        Err(arg("this ldmkit was built without NCCL".into()))
     }
 }
 
@@ -101,9 +209,16 @@ fn precision(name: &str, device: &Device) -> Result<DType, String> {
     }
 }
 
-fn go(a: &TrainArgs) -> Result<u8, Failure> {
+/// Train as rank `dist.rank()` of `dist.world()` (rank 0 of 1 without data parallelism):
+/// every rank computes; only rank 0 writes the run folder and shows progress.
+fn go(
+    a: &TrainArgs,
+    dist: &dyn Collective,
+    device: Device,
+    watchdog: Option<&Watchdog>,
+) -> Result<u8, Failure> {
     let arg = |e: String| (PathBuf::new(), e);
-    let device = device::pick(&a.device, true).map_err(arg)?;
+    let main = dist.rank() == 0;
     let (run, config, resume) = match &a.resume {
         Some(run) => {
             let mut c = TrainConfig::read(run).map_err(|e| (run.clone(), e))?;
@@ -115,7 +230,8 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
         }
         None => {
             let out = a.out.clone().expect("clap requires --out");
-            if out.join(crate::train::config::FILE).exists() {
+            // Rank 0 checks (the others may start after it has written the config).
+            if main && out.join(crate::train::config::FILE).exists() {
                 return Err((
                     out,
                     "already holds a run; continue it with --resume, or pick a new --out".into(),
@@ -125,6 +241,13 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
         }
     };
     config.check().map_err(arg)?;
+    if config.batch_size < dist.world() {
+        return Err(arg(format!(
+            "--batch-size {} is the global batch: it needs at least one sample per rank ({} ranks)",
+            config.batch_size,
+            dist.world()
+        )));
+    }
     let dtype = precision(&config.precision, &device).map_err(arg)?;
     let model = ModelFile::open(&config.model, false).map_err(|e| (config.model.clone(), e))?;
     let data = Dataset::open(&config.data).map_err(arg)?;
@@ -141,12 +264,17 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
     std::fs::create_dir_all(&run).map_err(|e| (run.clone(), e.to_string()))?;
     if let Some((step, dir)) = &resume {
         trainer.restore(dir).map_err(arg)?;
-        eprintln!("resuming {} from step {step}", run.display());
-    } else if a.resume.is_some() {
+        if main {
+            eprintln!("resuming {} from step {step}", run.display());
+        }
+    } else if a.resume.is_some() && main {
         eprintln!(
             "{}: no complete checkpoint yet; starting from step 0",
             run.display()
         );
+    }
+    if !main {
+        return follow(&mut trainer, dist, &config, watchdog);
     }
     config.write(&run).map_err(arg)?;
     let title = format!(
@@ -160,7 +288,7 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
     let preview = preview_for(&trainer, &config, &run).map_err(arg)?;
     if !a.quiet {
         eprintln!(
-            "training {} UNet parameters ({}) on {} samples{}, {} in {}, {} steps",
+            "training {} UNet parameters ({}) on {} samples{}, {}{} in {}, {} steps",
             ldmkit_core::units::count(params as u64),
             model.architecture(),
             trainer.data.len(),
@@ -170,6 +298,15 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
                 .map(|p| format!(" + {} prior samples", p.len()))
                 .unwrap_or_default(),
             device::describe(&device),
+            if dist.world() > 1 || dist.distributed() {
+                format!(
+                    " × {} ranks (batch {} split over them)",
+                    dist.world(),
+                    config.batch_size
+                )
+            } else {
+                String::new()
+            },
             config.precision,
             config.steps
         );
@@ -185,7 +322,12 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
     let mut saved_at = trainer.state.step;
     while trainer.state.step < config.steps {
         let t0 = Instant::now();
-        let report = trainer.step().map_err(arg)?;
+        let report = trainer
+            .step(dist, INTERRUPTED.load(Ordering::SeqCst))
+            .map_err(arg)?;
+        if let Some(w) = watchdog {
+            w.alive();
+        }
         samples += report.samples;
         log.append(&report, t0.elapsed().as_secs_f64())
             .map_err(arg)?;
@@ -200,7 +342,8 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
         ));
         let step = report.step;
         let last = step == config.steps;
-        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+        // Every rank got the same vote, so all stop after this same step.
+        let interrupted = report.stop;
         if (config.save_every > 0 && step % config.save_every == 0) || last || interrupted {
             let dir = trainer.save(&run).map_err(arg)?;
             checkpoint::prune(&run, config.keep_checkpoints).map_err(arg)?;
@@ -243,6 +386,32 @@ fn go(a: &TrainArgs) -> Result<u8, Failure> {
                 .display(),
             run.join("loss.svg").display()
         );
+    }
+    Ok(0)
+}
+
+/// Ranks other than 0: the same steps, nothing written; stop when the vote says so.
+fn follow(
+    trainer: &mut Trainer,
+    dist: &dyn Collective,
+    config: &TrainConfig,
+    watchdog: Option<&Watchdog>,
+) -> Result<u8, Failure> {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(EXIT_CANCELLED as i32);
+        }
+    });
+    while trainer.state.step < config.steps {
+        let report = trainer
+            .step(dist, INTERRUPTED.load(Ordering::SeqCst))
+            .map_err(|e| (PathBuf::new(), e))?;
+        if let Some(w) = watchdog {
+            w.alive();
+        }
+        if report.stop {
+            return Ok(EXIT_CANCELLED);
+        }
     }
     Ok(0)
 }

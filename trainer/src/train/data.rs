@@ -117,14 +117,15 @@ impl Dataset {
         batches
     }
 
-    /// The batch at `cursor`, moving the cursor on (to the next epoch when this one ends).
-    pub fn next(
+    /// The samples (shard, row) of the batch at `cursor`, moving the cursor on (to the next
+    /// epoch when this one ends); [`read`](Self::read) reads them.
+    pub fn next_rows(
         &self,
         seed: u64,
         stream: Stream,
         batch_size: usize,
         cursor: &mut Cursor,
-    ) -> Result<Batch, String> {
+    ) -> Result<Vec<(usize, usize)>, String> {
         // The order is drawn once per epoch, not once per batch.
         let key = (seed, stream as u64, cursor.epoch, batch_size);
         let batches = {
@@ -141,18 +142,19 @@ impl Dataset {
         if cursor.batch >= batches.len() {
             cursor.epoch += 1;
             cursor.batch = 0;
-            return self.next(seed, stream, batch_size, cursor);
+            return self.next_rows(seed, stream, batch_size, cursor);
         }
-        let rows = &batches[cursor.batch];
+        let rows = batches[cursor.batch].clone();
         cursor.batch += 1;
         if cursor.batch == batches.len() {
             cursor.epoch += 1;
             cursor.batch = 0;
         }
-        self.read(rows)
+        Ok(rows)
     }
 
-    fn read(&self, rows: &[(usize, usize)]) -> Result<Batch, String> {
+    /// The samples at `rows`, stacked.
+    pub fn read(&self, rows: &[(usize, usize)]) -> Result<Batch, String> {
         let gather = |name: &str| -> Result<Tensor, String> {
             let parts = rows
                 .iter()

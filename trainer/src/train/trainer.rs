@@ -5,6 +5,8 @@
 use super::checkpoint::{self, State};
 use super::config::TrainConfig;
 use super::data::{Batch, Cursor, Dataset, Extras};
+use super::dist::bucket::{sum_gradients, BUCKET_ELEMENTS};
+use super::dist::{shard, Collective};
 use super::learner::{Learner, Prepared};
 use super::nn::recompute::Gradients;
 use super::optim::learning_rate;
@@ -41,7 +43,10 @@ pub struct StepReport {
     pub prior: Option<f64>,
     pub lr: f64,
     pub grad_norm: f64,
+    /// Samples of the step over all ranks.
     pub samples: usize,
+    /// Some rank asked to stop after this step.
+    pub stop: bool,
 }
 
 fn randn(rng: &mut impl Rng, n: usize) -> Vec<f32> {
@@ -181,34 +186,49 @@ impl Trainer {
         )
     }
 
-    /// Latents, noise, timesteps and targets of one batch (host randomness from `rng`).
+    /// Latents, noise, timesteps and targets of rows `rows` of a `global`-sample batch
+    /// (`batch` holds those rows). The host randomness is drawn for the whole batch and
+    /// sliced, so a rank's samples get what they would get on one GPU.
     fn noised(
         &self,
         batch: &Batch,
+        global: usize,
+        rows: std::ops::Range<usize>,
         rng: &mut impl Rng,
     ) -> Result<(Tensor, Tensor, Vec<usize>, Tensor), String> {
         let e = one_line;
-        let dims = batch.mean.dims().to_vec();
-        let (b, c) = (dims[0], dims[1]);
-        let n = batch.mean.elem_count();
-        let draw = Tensor::from_vec(randn(rng, n), dims.as_slice(), &Device::Cpu).map_err(e)?;
+        let mut dims = batch.mean.dims().to_vec();
+        let c = dims[1];
+        let per = batch.mean.elem_count() / dims[0].max(1);
+        dims[0] = global;
+        let drawn = |rng: &mut _, per: usize, dims: &[usize]| -> Result<Tensor, String> {
+            Tensor::from_vec(randn(rng, global * per), dims, &Device::Cpu)
+                .and_then(|t| t.narrow(0, rows.start, rows.len()))
+                .map_err(e)
+        };
+        let draw = drawn(rng, per, &dims)?;
         let z0 = ((&batch.mean + (&batch.std * draw).map_err(e)?).map_err(e)?
             * self.scaling_factor)
             .map_err(e)?;
-        let mut noise =
-            Tensor::from_vec(randn(rng, n), dims.as_slice(), &Device::Cpu).map_err(e)?;
+        let mut noise = drawn(rng, per, &dims)?;
         if self.config.noise_offset != 0.0 {
-            let offset =
-                Tensor::from_vec(randn(rng, b * c), (b, c, 1, 1), &Device::Cpu).map_err(e)?;
+            let offset = drawn(rng, c, &[global, c, 1, 1])?;
             noise = noise
                 .broadcast_add(&(offset * self.config.noise_offset).map_err(e)?)
                 .map_err(e)?;
         }
-        let t: Vec<usize> = (0..b).map(|_| rng.random_range(0..TIMESTEPS)).collect();
-        let mut text = Vec::with_capacity(b);
-        for i in 0..b {
-            let drop = self.config.caption_dropout > 0.0
-                && rng.random::<f64>() < self.config.caption_dropout;
+        let t: Vec<usize> = (0..global)
+            .map(|_| rng.random_range(0..TIMESTEPS))
+            .collect();
+        let t = t[rows.clone()].to_vec();
+        let dropped: Vec<bool> = (0..global)
+            .map(|_| {
+                self.config.caption_dropout > 0.0
+                    && rng.random::<f64>() < self.config.caption_dropout
+            })
+            .collect();
+        let mut text = Vec::with_capacity(rows.len());
+        for (i, &drop) in dropped[rows].iter().enumerate() {
             text.push(if drop {
                 self.extras.empty.clone()
             } else {
@@ -241,30 +261,48 @@ impl Trainer {
             .collect()
     }
 
-    /// The micro-batches of step `step`, micro-batch `micro`: the training batch and, with
-    /// prior preservation, the prior batch (joined when their buckets agree).
-    fn prepare(&mut self, step: u64, micro: u64) -> Result<Vec<Prepared>, String> {
+    /// This rank's part of the micro-batches of step `step`, micro-batch `micro`: the
+    /// training batch and, with prior preservation, the prior batch (joined when their
+    /// buckets agree). Every rank moves the data cursors over the whole batch; a rank with
+    /// no rows of a short batch gets nothing to compute.
+    fn prepare(
+        &mut self,
+        step: u64,
+        micro: u64,
+        dist: &dyn Collective,
+    ) -> Result<Vec<Prepared>, String> {
         let c = &self.config;
         let accum = c.grad_accum as f64;
         let mut cursor = self.state.data;
-        let batch = self
+        let rows = self
             .data
-            .next(c.seed, Stream::DataOrder, c.batch_size, &mut cursor)?;
+            .next_rows(c.seed, Stream::DataOrder, c.batch_size, &mut cursor)?;
         self.state.data = cursor;
-        let mut rng = generator(c.seed, Stream::Batch, step, 2 * micro);
-        let (input, target, t, text) = self.noised(&batch, &mut rng)?;
-        let weights = self.weights(&t, 1.0 / (t.len() as f64 * accum));
-        let mut parts = vec![(input, target, t, text, weights)];
-        if let (Some(prior), Some(mut pc)) = (&self.prior, self.state.prior) {
-            let pb = prior.next(c.seed, Stream::PriorOrder, c.batch_size, &mut pc)?;
-            self.state.prior = Some(pc);
-            let mut rng = generator(c.seed, Stream::Batch, step, 2 * micro + 1);
-            let (input, target, t, text) = self.noised(&pb, &mut rng)?;
-            let weights = self.weights(&t, c.prior_weight / (t.len() as f64 * accum));
+        let mut parts = Vec::new();
+        let mine = shard(rows.len(), dist.rank(), dist.world());
+        if !mine.is_empty() {
+            let batch = self.data.read(&rows[mine.clone()])?;
+            let mut rng = generator(c.seed, Stream::Batch, step, 2 * micro);
+            let (input, target, t, text) = self.noised(&batch, rows.len(), mine, &mut rng)?;
+            let weights = self.weights(&t, 1.0 / (rows.len() as f64 * accum));
             parts.push((input, target, t, text, weights));
+        }
+        let instance_part = !parts.is_empty();
+        if let (Some(prior), Some(mut pc)) = (&self.prior, self.state.prior) {
+            let rows = prior.next_rows(c.seed, Stream::PriorOrder, c.batch_size, &mut pc)?;
+            self.state.prior = Some(pc);
+            let mine = shard(rows.len(), dist.rank(), dist.world());
+            if !mine.is_empty() {
+                let pb = prior.read(&rows[mine.clone()])?;
+                let mut rng = generator(c.seed, Stream::Batch, step, 2 * micro + 1);
+                let (input, target, t, text) = self.noised(&pb, rows.len(), mine, &mut rng)?;
+                let weights = self.weights(&t, c.prior_weight / (rows.len() as f64 * accum));
+                parts.push((input, target, t, text, weights));
+            }
         }
         let e = one_line;
         let same_shape = parts.len() == 2 && parts[0].0.dims()[1..] == parts[1].0.dims()[1..];
+        debug_assert!(!same_shape || instance_part);
         let to_device = |p: (Tensor, Tensor, Vec<usize>, Tensor, Vec<f32>),
                          instance: usize|
          -> Result<Prepared, String> {
@@ -295,19 +333,25 @@ impl Trainer {
             .into_iter()
             .enumerate()
             .map(|(i, p)| {
-                let instance = if i == 0 { p.2.len() } else { 0 };
+                let instance = if i == 0 && instance_part {
+                    p.2.len()
+                } else {
+                    0
+                };
                 to_device(p, instance)
             })
             .collect()
     }
 
-    /// One optimizer step.
-    pub fn step(&mut self) -> Result<StepReport, String> {
+    /// One optimizer step, in lock-step with the other ranks of `dist`. `stop` is this
+    /// rank's wish to stop after it; the report says whether any rank wished so, so every
+    /// rank stops after the same step.
+    pub fn step(&mut self, dist: &dyn Collective, stop: bool) -> Result<StepReport, String> {
         let step = self.state.step + 1;
         let mut grads = Gradients::new(self.learner.unet.params.vars.len());
         let (mut loss, mut inst, mut prior) = (0f64, Vec::new(), Vec::new());
         for micro in 0..self.config.grad_accum as u64 {
-            let prepared = self.prepare(step, micro)?;
+            let prepared = self.prepare(step, micro, dist)?;
             let learner = &self.learner;
             let view = learner
                 .unet
@@ -326,6 +370,22 @@ impl Trainer {
                 }
             }
         }
+        let vars = &self.learner.unet.params.vars;
+        if dist.distributed() {
+            sum_gradients(dist, vars, &mut grads.sums, BUCKET_ELEMENTS).map_err(one_line)?;
+        }
+        let sum = |v: &[f64]| v.iter().sum::<f64>();
+        let all = dist
+            .sum_host(&[
+                loss,
+                sum(&inst),
+                inst.len() as f64,
+                sum(&prior),
+                prior.len() as f64,
+                stop as u8 as f64,
+            ])
+            .map_err(one_line)?;
+        let loss = all[0];
         let lr = learning_rate(self.config.lr, step, self.config.warmup_steps);
         if !loss.is_finite() {
             return Err(format!(
@@ -334,15 +394,15 @@ impl Trainer {
         }
         let grad_norm = self.learner.apply(&mut grads, lr).map_err(one_line)?;
         self.state.step = step;
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         Ok(StepReport {
             step,
             loss,
-            instance: mean(&inst),
-            prior: (!prior.is_empty()).then(|| mean(&prior)),
+            instance: all[1] / all[2].max(1.0),
+            prior: (all[4] > 0.0).then(|| all[3] / all[4]),
             lr,
             grad_norm,
-            samples: inst.len() + prior.len(),
+            samples: (all[2] + all[4]) as usize,
+            stop: all[5] > 0.0,
         })
     }
 }

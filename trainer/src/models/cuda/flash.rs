@@ -12,7 +12,6 @@
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
-use candle_core::op::BackpropOp;
 use candle_core::{CudaDevice, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor};
 use half::bf16;
 use std::sync::Mutex;
@@ -124,15 +123,6 @@ fn as_cuda(s: &Storage) -> Result<&CudaStorage> {
     }
 }
 
-fn tensor<T: candle_core::cuda_backend::CudaDType>(
-    slice: candle_core::cuda_backend::cudarc::driver::CudaSlice<T>,
-    dev: &CudaDevice,
-    shape: impl Into<Shape>,
-) -> Tensor {
-    let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev.clone()));
-    Tensor::from_storage(storage, shape, BackpropOp::none(), false)
-}
-
 impl CustomOp3 for Flash {
     fn name(&self) -> &'static str {
         "ldmkit-flash-attention"
@@ -162,7 +152,8 @@ impl CustomOp3 for Flash {
             a.arg(&qv).arg(&kv).arg(&vv).arg(&o).arg(&lse);
             a.arg(&lq32).arg(&lk32).arg(&h32).arg(&sl2);
             unsafe { a.launch(self.launch(lq, b)) }.w()?;
-            *self.lse.lock().expect("not poisoned") = Some(tensor(lse, &dev, (b * self.heads, lq)));
+            *self.lse.lock().expect("not poisoned") =
+                Some(super::tensor(lse, &dev, (b * self.heads, lq)));
             Ok((
                 CudaStorage::wrap_cuda_slice(o, dev.clone()),
                 ql.shape().clone(),
@@ -271,9 +262,9 @@ impl Flash {
         unsafe { a.launch(self.launch(lk, b)) }.w()?;
 
         Ok((
-            tensor(dq, &dev, q.shape().clone()),
-            tensor(dk, &dev, k.shape().clone()),
-            tensor(dv, &dev, v.shape().clone()),
+            super::tensor(dq, &dev, q.shape().clone()),
+            super::tensor(dk, &dev, k.shape().clone()),
+            super::tensor(dv, &dev, v.shape().clone()),
         ))
     }
 }

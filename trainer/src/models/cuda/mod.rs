@@ -170,6 +170,16 @@ pub(crate) fn storage(slice: CudaStorageSlice, device: &CudaDevice) -> CudaStora
     }
 }
 
+/// A tensor (no gradient) owning a kernel's output buffer.
+pub(crate) fn tensor<T: candle_core::cuda_backend::CudaDType>(
+    slice: CudaSlice<T>,
+    dev: &CudaDevice,
+    shape: impl Into<candle_core::Shape>,
+) -> candle_core::Tensor {
+    let storage = candle_core::Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev.clone()));
+    candle_core::Tensor::from_storage(storage, shape, candle_core::op::BackpropOp::none(), false)
+}
+
 /// What each op's CPU entry answers: the model code only calls these ops on CUDA tensors.
 pub(crate) fn cuda_only<T>(op: &str) -> Result<T> {
     candle_core::bail!("{op} runs on CUDA only")
