@@ -7,7 +7,7 @@
 
 prepare_gpu() {
     eval "$(../shared/tools/cuda-toolchain.sh env)"
-    CARGO_TARGET_DIR="${CUDA_TARGET_DIR:-../target-cuda}" cargo build --release -p ldmkit --features cudnn
+    CARGO_TARGET_DIR="${CUDA_TARGET_DIR:-../target-cuda}" cargo build --release -p ldmkit --features cudnn,nccl
     mkdir -p .bin
     strip -o /tmp/ldmkit-cuda "${CUDA_TARGET_DIR:-../target-cuda}/release/ldmkit"
     xz -6 -T2 -c /tmp/ldmkit-cuda > .bin/ldmkit.xz

@@ -562,4 +562,8 @@ pub struct BenchTrainArgs {
     /// Also time each block kind's forward and backward (synchronised) and the step's phases.
     #[arg(long)]
     pub profile: bool,
+    /// Sum each step's gradients through a one-rank NCCL communicator in buckets, as
+    /// `train --gpus` does: what the data-parallel path costs at world size 1.
+    #[arg(long)]
+    pub nccl: bool,
 }

@@ -13,6 +13,8 @@ use crate::cli::BenchTrainArgs;
 use crate::models::device;
 use crate::models::load::ModelFile;
 use crate::models::one_line;
+use crate::train::dist::bucket::{sum_gradients, BUCKET_ELEMENTS};
+use crate::train::dist::{Collective, Single};
 use crate::train::learner::{Learner, Prepared};
 use crate::train::nn::recompute::Gradients;
 use crate::train::optim::AdamWConfig;
@@ -138,8 +140,26 @@ fn reset(dev: &Device) {
     let _ = dev;
 }
 
+/// What sums the gradients of a timed step: nothing, or a one-rank NCCL communicator.
+fn collective(a: &BenchTrainArgs, dev: &Device) -> Result<Box<dyn Collective>, String> {
+    if !a.nccl {
+        return Ok(Box::new(Single));
+    }
+    #[cfg(feature = "nccl")]
+    {
+        let id = crate::train::dist::nccl::new_id()?;
+        Ok(Box::new(crate::train::dist::nccl::Nccl::join(dev, 0, 1, &id)?))
+    }
+    #[cfg(not(feature = "nccl"))]
+    {
+        let _ = dev;
+        Err("--nccl needs an ldmkit built with the nccl feature".into())
+    }
+}
+
 fn bench(a: &BenchTrainArgs) -> Result<(), String> {
     let dev = device::pick(&a.device, true)?;
+    let dist = collective(a, &dev)?;
     let config = sd15();
     let e = one_line;
     let mut rows = Vec::new();
@@ -178,6 +198,10 @@ fn bench(a: &BenchTrainArgs) -> Result<(), String> {
                     let view = learner.unet.params.training_view(dtype)?;
                     let per = learner.pass(&view, &data, &mut grads)?;
                     drop(view);
+                    if dist.distributed() {
+                        let vars = &learner.unet.params.vars;
+                        sum_gradients(&*dist, vars, &mut grads.sums, BUCKET_ELEMENTS)?;
+                    }
                     learner.apply(&mut grads, 1e-6)?;
                     Ok(per.iter().map(|&v| v as f64).sum::<f64>())
                 };
@@ -202,7 +226,7 @@ fn bench(a: &BenchTrainArgs) -> Result<(), String> {
                         times.sort_by(f64::total_cmp);
                         let median = times[times.len() / 2];
                         json!({"impl": "ldmkit", "batch": b, "precision": precision, "checkpointing": recompute,
-                               "step_s": median, "samples_per_s": b as f64 / median, "peak_pool_gib": peak_gib(&dev),
+                               "nccl": a.nccl, "step_s": median, "samples_per_s": b as f64 / median, "peak_pool_gib": peak_gib(&dev),
                                "params": params, "latent": a.latent})
                     }
                     Err(err) => {

@@ -12,7 +12,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
-use candle_core::{CudaDevice, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor};
 use half::bf16;
 use std::sync::Mutex;
 

@@ -4,7 +4,6 @@
 
 use super::Collective;
 use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
-use candle_core::cuda_backend::CudaStorage;
 use candle_core::{CudaDevice, DType, Device, Result, Storage, Tensor};
 
 pub struct Nccl {
