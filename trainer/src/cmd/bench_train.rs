@@ -6,7 +6,11 @@
 //!   samples/s from the median step, and the memory pool's peak;
 //! - `--check MODEL`: the device's UNet output and every gradient against the CPU's on a
 //!   small model (f32 with exact math, then the training precision), so the GPU kernels
-//!   (cuDNN convolution gradients, the attention op) are checked where they run.
+//!   (cuDNN convolution gradients, the attention op) are checked where they run, and the
+//!   fused FlashAttention kernels against f32 attention at SD's shapes
+//!   ([`check_attention`](super::check_attention));
+//! - `--nccl`: each timed step also sums its gradients through a one-rank NCCL
+//!   communicator in buckets, as `train --gpus` does (the data-parallel path's cost).
 
 use super::{report_error, EXIT_ERROR};
 use crate::cli::BenchTrainArgs;
@@ -148,7 +152,9 @@ fn collective(a: &BenchTrainArgs, dev: &Device) -> Result<Box<dyn Collective>, S
     #[cfg(feature = "nccl")]
     {
         let id = crate::train::dist::nccl::new_id()?;
-        Ok(Box::new(crate::train::dist::nccl::Nccl::join(dev, 0, 1, &id)?))
+        Ok(Box::new(crate::train::dist::nccl::Nccl::join(
+            dev, 0, 1, &id,
+        )?))
     }
     #[cfg(not(feature = "nccl"))]
     {
