@@ -302,7 +302,6 @@ impl Trainer {
         }
         let e = one_line;
         let same_shape = parts.len() == 2 && parts[0].0.dims()[1..] == parts[1].0.dims()[1..];
-        debug_assert!(!same_shape || instance_part);
         let to_device = |p: (Tensor, Tensor, Vec<usize>, Tensor, Vec<f32>),
                          instance: usize|
          -> Result<Prepared, String> {
