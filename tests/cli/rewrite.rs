@@ -354,6 +354,16 @@ fn rewrites_refuse_bad_requests_and_leave_nothing_behind() {
         ),
         (
             vec![
+                "merge".into(),
+                s(&fixture("sd1_training.ckpt")).into(),
+                s(&fixture("sd2_like.safetensors")).into(),
+                "-o".into(),
+                s(&d.join("m2.ckpt")).into(),
+            ],
+            "the base is another model",
+        ),
+        (
+            vec![
                 "graft".into(),
                 s(&fixture("sdxl_like.safetensors")).into(),
                 s(&fixture("sd1_training.ckpt")).into(),

@@ -190,6 +190,23 @@ fn training_lowers_the_loss_draws_previews_and_exports_a_loadable_release() {
         &run.join("checkpoints/step-00000030/unet.safetensors"),
         "float32",
     );
+    // The SD 2.x base under an SD 1.x run would pair the UNet with a text encoder it cannot
+    // read: refused, nothing written.
+    let wrong = dir.path().join("wrong.safetensors");
+    let o = ldmkit(&[
+        "export",
+        s(&run),
+        "--base",
+        s(&fixture("layouts/sd2_tiny_ldm.safetensors")),
+        "-o",
+        s(&wrong),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("the base is another model") && !wrong.exists(),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Every option that draws randomness or keeps state, so resume has something to get wrong.

@@ -6,7 +6,32 @@ use crate::error::{Error, Result};
 /// Merge-back: add every key of `base` that `work` lacks (after the keys it has, in `base`'s
 /// order). A training run that pre-encoded its captions has no text encoder; this restores
 /// it from the release it started from. Returns how many keys were added.
-pub fn fill_from(work: &mut Working, base: &Working) -> usize {
+///
+/// A base whose tensors differ in shape from the ones `work` has is another model (an SD 1.x
+/// release under an SD 2.x run, say): its text encoder and VAE would not fit the UNet, and the
+/// file written would load and then draw noise, so that is refused. Dtypes may differ (an f32
+/// run over an f16 release is the usual case).
+pub fn fill_from(work: &mut Working, base: &Working) -> Result<usize> {
+    let mismatched: Vec<String> = base
+        .state_dict
+        .iter()
+        .filter_map(|(k, b)| {
+            let e = work.state_dict.get(k)?;
+            (e.tensor.shape != b.tensor.shape).then(|| {
+                format!(
+                    "{k} is {:?} here, {:?} in the base",
+                    e.tensor.shape, b.tensor.shape
+                )
+            })
+        })
+        .collect();
+    if let Some(first) = mismatched.first() {
+        return Err(Error::op(format!(
+            "the base is another model: {} tensor(s) differ in shape ({first}); \
+             merge with the release the training started from",
+            mismatched.len()
+        )));
+    }
     let mut added = 0;
     for (k, e) in &base.state_dict {
         if !work.state_dict.contains_key(k) {
@@ -14,7 +39,7 @@ pub fn fill_from(work: &mut Working, base: &Working) -> usize {
             added += 1;
         }
     }
-    added
+    Ok(added)
 }
 
 /// What a graft did.

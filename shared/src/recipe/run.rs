@@ -52,7 +52,7 @@ pub fn run(recipe: &Recipe, inputs: &Inputs, bound: &[Input]) -> Result<(Working
                 }
             }
             Step::Fill(name) => {
-                let n = ops::fill_from(&mut work, &working(name)?);
+                let n = ops::fill_from(&mut work, &working(name)?)?;
                 format!("added {} from {name}", count(n, "missing key"))
             }
             Step::Graft { from, force } => {
