@@ -413,15 +413,37 @@ fn bad_training_input_gets_one_line() {
     let enc = dir.path().join("enc");
     encode(&images(dir.path(), 2), &enc);
     let sdxl = fixture("layouts/sdxl_tiny_ldm.safetensors");
-    for (args, want) in [
-        (vec!["--model", s(&sdxl)], "SDXL"),
-        (vec!["--model", s(&m), "--batch-size", "0"], "--batch-size"),
+    // Shards that disagree with their manifest (here: its text length edited) are refused
+    // naming the shard, before training starts.
+    let edited = dir.path().join("edited");
+    fs::create_dir_all(&edited).unwrap();
+    for e in fs::read_dir(&enc).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), edited.join(e.file_name())).unwrap();
+    }
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(edited.join("manifest.json")).unwrap()).unwrap();
+    manifest["text"]["length"] = 76.into();
+    fs::write(edited.join("manifest.json"), manifest.to_string()).unwrap();
+    for (data, args, want) in [
+        (&enc, vec!["--model", s(&sdxl)], "SDXL"),
         (
+            &edited,
+            vec!["--model", s(&m)],
+            "shard-00000.safetensors: 'text' is [2, 77, 64], the manifest says [2, 76, 64]",
+        ),
+        (
+            &enc,
+            vec!["--model", s(&m), "--batch-size", "0"],
+            "--batch-size",
+        ),
+        (
+            &enc,
             vec!["--model", s(&m), "--precision", "bf16", "--device", "cpu"],
             "needs a GPU",
         ),
     ] {
-        let mut all = vec!["train", "--data", s(&enc), "--out", s(&run), "--steps", "1"];
+        let mut all = vec!["train", "--data", s(data), "--out", s(&run), "--steps", "1"];
         all.extend(args);
         let o = ldmkit(&all);
         assert_eq!(o.status.code(), Some(2), "{all:?}");

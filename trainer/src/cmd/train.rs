@@ -221,7 +221,7 @@ fn go(
     let main = dist.rank() == 0;
     let (run, config, resume) = match &a.resume {
         Some(run) => {
-            let mut c = TrainConfig::read(run).map_err(|e| (run.clone(), e))?;
+            let mut c = TrainConfig::read(run).map_err(arg)?;
             c.steps = a.steps.unwrap_or(c.steps);
             c.save_every = a.save_every.unwrap_or(c.save_every);
             c.sample_every = a.sample_every.unwrap_or(c.sample_every);

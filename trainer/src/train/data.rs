@@ -63,15 +63,32 @@ impl Dataset {
             let st = unsafe { MmapedSafetensors::new(&path) }
                 .map_err(|e| format!("{}: {}", path.display(), crate::models::one_line(e)))?;
             let rows = shard.samples.len();
-            for name in ["latent_mean", "latent_std", "text"] {
+            let (latent, text) = (&manifest.latents, &manifest.text);
+            let down = latent.downscale.max(1) as u32;
+            let latent_shape = [
+                rows,
+                latent.channels,
+                (shard.height / down) as usize,
+                (shard.width / down) as usize,
+            ];
+            let text_shape = [rows, text.length, text.width];
+            for (name, want) in [
+                ("latent_mean", &latent_shape[..]),
+                ("latent_std", &latent_shape[..]),
+                ("text", &text_shape[..]),
+            ] {
                 let view = st
                     .get(name)
                     .map_err(|e| format!("{}: {}", path.display(), crate::models::one_line(e)))?;
-                if view.shape().first() != Some(&rows) {
+                // Checked here, not at the first step: a shard that disagrees with its
+                // manifest is refused before the run folder exists.
+                if view.shape() != want {
                     return Err(format!(
-                        "{}: '{name}' has {:?} rows, the manifest says {rows}",
+                        "{}: '{name}' is {:?}, the manifest says {want:?} ({rows} samples of {}x{})",
                         path.display(),
-                        view.shape().first()
+                        view.shape(),
+                        shard.width,
+                        shard.height
                     ));
                 }
             }
@@ -200,6 +217,20 @@ impl Dataset {
             Some(t) => Some(f32(t)?),
             None => None,
         };
+        let (length, width) = (self.manifest.text.length, self.manifest.text.width);
+        for (name, t) in [
+            ("empty", Some(&empty)),
+            ("sample_prompts", prompts.as_ref()),
+        ] {
+            let Some(t) = t else { continue };
+            if t.rank() != 3 || t.dims()[1..] != [length, width] {
+                return Err(format!(
+                    "{}: '{name}' is {:?}, the manifest's text states are {length} x {width}",
+                    path.display(),
+                    t.dims()
+                ));
+            }
+        }
         let texts = prompt_texts(&bytes).unwrap_or_default();
         Ok(Extras {
             empty,
