@@ -62,17 +62,14 @@ impl CustomOp3 for AttentionDs {
             candle_core::bail!("attention ds: delta must be f32");
         };
         let d = view(d, dl)?;
+        use candle_core::cuda_backend::cudarc::driver::CudaView;
         fn go<T: DeviceRepr + WithDType + ValidAsZeroBits>(
-            p: &CudaSlice<T>,
-            pl: &Layout,
-            dp: &CudaSlice<T>,
-            dpl: &Layout,
-            d: &candle_core::cuda_backend::cudarc::driver::CudaView<f32>,
+            (p, dp): (CudaView<T>, CudaView<T>),
+            d: &CudaView<f32>,
             n: usize,
             cols: usize,
             dev: &CudaDevice,
         ) -> Result<CudaSlice<T>> {
-            let (p, dp) = (view(p, pl)?, view(dp, dpl)?);
             let out = unsafe { dev.alloc::<T>(n)? };
             let f = dev.get_or_load_custom_func(&kernel_name::<T>("attn_ds"), MODULE, PTX)?;
             let (n64, cols) = (n as u64, cols as u32);
@@ -83,13 +80,13 @@ impl CustomOp3 for AttentionDs {
         }
         let slice = match (&p.slice, &dp.slice) {
             (CudaStorageSlice::BF16(a), CudaStorageSlice::BF16(b)) => {
-                CudaStorageSlice::BF16(go(a, pl, b, dpl, &d, n, cols, &dev)?)
+                CudaStorageSlice::BF16(go((view(a, pl)?, view(b, dpl)?), &d, n, cols, &dev)?)
             }
             (CudaStorageSlice::F16(a), CudaStorageSlice::F16(b)) => {
-                CudaStorageSlice::F16(go(a, pl, b, dpl, &d, n, cols, &dev)?)
+                CudaStorageSlice::F16(go((view(a, pl)?, view(b, dpl)?), &d, n, cols, &dev)?)
             }
             (CudaStorageSlice::F32(a), CudaStorageSlice::F32(b)) => {
-                CudaStorageSlice::F32(go(a, pl, b, dpl, &d, n, cols, &dev)?)
+                CudaStorageSlice::F32(go((view(a, pl)?, view(b, dpl)?), &d, n, cols, &dev)?)
             }
             _ => candle_core::bail!("attention ds: unsupported dtypes"),
         };
