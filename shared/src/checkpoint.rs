@@ -125,6 +125,17 @@ impl Checkpoint {
         Ok(walk.out)
     }
 
+    /// The globals this file's pickles import that run code or touch the system when Python
+    /// loads the file ([`crate::safety`]'s dangerous verdict), qualified names, first seen first.
+    /// Empty for an ordinary checkpoint.
+    pub fn dangerous_globals(&self) -> Vec<String> {
+        self.imports
+            .iter()
+            .filter(|i| crate::safety::verdict(&i.global) == crate::safety::Verdict::Dangerous)
+            .map(|i| i.global.qualified())
+            .collect()
+    }
+
     /// The top-level dict's string keys and values (Lightning metadata lives there).
     pub fn top_level(&self) -> Vec<(String, ValueId)> {
         self.graph

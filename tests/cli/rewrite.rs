@@ -439,6 +439,39 @@ fn hostile_inputs_are_refused_cleanly() {
     }
 }
 
+#[test]
+fn payloads_are_reported_and_never_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload = fixture("hostile/zip_payload.ckpt");
+    // Strip keeps only the tensors: written, with the payload named in a warning.
+    let stripped = dir.path().join("stripped.safetensors");
+    let o = ldmkit(&["strip", s(&payload), "-o", s(&stripped)]);
+    ok(&o, "strip of a file with a payload");
+    let err = stderr(&o);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("warning: ") && l.contains("posix.system")),
+        "{err}"
+    );
+    let scan = ldmkit(&["scan", s(&stripped)]);
+    assert_eq!(scan.status.code(), Some(0), "{}", stdout(&scan));
+    // A graft writes the training file's object tree back whole: refused, nothing written.
+    let grafted = dir.path().join("grafted.ckpt");
+    let o = ldmkit(&[
+        "graft",
+        s(&fixture("sd1_release.ckpt")),
+        s(&payload),
+        "-o",
+        s(&grafted),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.trim().lines().count() == 1 && err.contains("posix.system") && !grafted.exists(),
+        "{err}"
+    );
+}
+
 /// `diff --json` of two checkpoints.
 fn diff_json(a: &Path, b: &Path) -> serde_json::Value {
     let out = ldmkit(&["diff", "--json", s(a), s(b)]);

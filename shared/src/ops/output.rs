@@ -38,6 +38,16 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
     match work.tree {
         Some(tree) => {
             let ckpt = inputs.checkpoint(tree.input);
+            // A kept tree is written back whole, globals included: a payload in it would
+            // reach the new file and run wherever that is loaded.
+            let dangerous = ckpt.dangerous_globals();
+            if !dangerous.is_empty() {
+                return Err(Error::op(format!(
+                    "its object tree imports {} (code that runs when the file is loaded); \
+                     refusing to copy that into the output (strip it to keep only the tensors)",
+                    dangerous.join(", ")
+                )));
+            }
             graph = ckpt.graph.clone();
             root = ckpt.root;
             container = tree.state_dict;

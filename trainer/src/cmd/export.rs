@@ -47,9 +47,6 @@ pub fn run(a: &ExportArgs) -> u8 {
             }
         },
     };
-    if !a.out.print_recipe {
-        eprintln!("exporting step {step} ({})", file.display());
-    }
     // Always the original layout, whatever the base's (a diffusers folder works too).
     let mut recipe = presets::merge(EmaMode::Drop, None);
     if a.base.is_dir() {
@@ -63,5 +60,6 @@ pub fn run(a: &ExportArgs) -> u8 {
     }
     recipe.steps.push(Step::Convert(Layout::Ldm));
     recipe.steps.extend(dtype.map(Step::Cast));
-    rewrite::run(&recipe, &[file, a.base.clone()], &a.out)
+    let intro = format!("exporting step {step} ({})", file.display());
+    rewrite::run_with_intro(&recipe, &[file, a.base.clone()], &a.out, Some(intro))
 }

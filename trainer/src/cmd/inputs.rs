@@ -48,3 +48,30 @@ pub fn open_input(path: &Path, inputs: &mut Inputs) -> Result<Input, (PathBuf, S
     }
     Ok(Input { files })
 }
+
+/// A warning line for each file of `input` whose pickles import globals that run code when
+/// Python loads it. ldmkit never runs them and reads only the tensors; the user is told so
+/// that the file is not loaded elsewhere.
+pub fn payload_warnings(path: &Path, input: &Input, inputs: &Inputs) -> Vec<String> {
+    input
+        .files
+        .iter()
+        .filter_map(|(component, index)| {
+            let dangerous = inputs.checkpoint(*index).dangerous_globals();
+            if dangerous.is_empty() {
+                return None;
+            }
+            let part = if component.is_empty() {
+                String::new()
+            } else {
+                format!(" ({component})")
+            };
+            Some(format!(
+                "warning: {}{part}: imports {} — code that runs when Python loads the file \
+                 (never run here; only its tensors are read)",
+                path.display(),
+                dangerous.join(", ")
+            ))
+        })
+        .collect()
+}

@@ -122,6 +122,7 @@ fn go(a: &PreEncodeArgs) -> Result<u8, Failure> {
 
     let encoders = Encoders::load(&model, tokenizer, &device, compute, store, a.clip_skip)
         .map_err(at(&a.model))?;
+    model.warn_payloads();
     let extras = "extras.safetensors";
     write_extras(&encoders, &prompts, &a.out.join(extras)).map_err(at(&a.out))?;
 

@@ -1,7 +1,7 @@
 //! Running a recipe from the command line: open inputs, run, write through a temporary file
 //! with a progress bar, rename on success. Every rewrite command ends here.
 
-use super::inputs::open_input;
+use super::inputs::{open_input, payload_warnings};
 use super::{report_error, EXIT_ERROR};
 use crate::cli::OutputArgs;
 use crate::format::bytes;
@@ -55,6 +55,16 @@ pub fn print_recipe(recipe: &Recipe) -> u8 {
 
 /// Run `recipe` on `paths` and write `out`; returns the exit code.
 pub fn run(recipe: &Recipe, paths: &[PathBuf], out_args: &OutputArgs) -> u8 {
+    run_with_intro(recipe, paths, out_args, None)
+}
+
+/// [`run`], saying `intro` first once the output is sure to be written.
+pub fn run_with_intro(
+    recipe: &Recipe,
+    paths: &[PathBuf],
+    out_args: &OutputArgs,
+    intro: Option<String>,
+) -> u8 {
     if out_args.print_recipe {
         return print_recipe(recipe);
     }
@@ -84,9 +94,13 @@ pub fn run(recipe: &Recipe, paths: &[PathBuf], out_args: &OutputArgs) -> u8 {
     }
     let mut inputs = Inputs::new();
     let mut bound = Vec::new();
+    let mut warnings = Vec::new();
     for path in paths {
         match open_input(path, &mut inputs) {
-            Ok(i) => bound.push(i),
+            Ok(i) => {
+                warnings.extend(payload_warnings(path, &i, &inputs));
+                bound.push(i);
+            }
             Err((file, message)) => return fail(&file, &message),
         }
     }
@@ -98,6 +112,10 @@ pub fn run(recipe: &Recipe, paths: &[PathBuf], out_args: &OutputArgs) -> u8 {
         Ok(o) => o,
         Err(e) => return fail(out, &e),
     };
+    // Only once the output is sure to be written: a refused rewrite stays one line.
+    for line in intro.iter().chain(&warnings) {
+        eprintln!("{line}");
+    }
     for line in &notes.lines {
         eprintln!("  {line}");
     }

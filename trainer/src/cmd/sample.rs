@@ -46,6 +46,7 @@ fn go(a: &SampleArgs) -> Result<(), (PathBuf, String)> {
         ClipTokenizer::load(&tokenizer_path).map_err(|e| (tokenizer_path.clone(), e))?;
     let sampler = Sampler::load(&model, tokenizer, &device, dtype, a.clip_skip)
         .map_err(|e| (a.model.clone(), e))?;
+    model.warn_payloads();
     let count = a.count.unwrap_or(1);
     if count == 0 {
         return Err(arg("-n must be at least 1".into()));

@@ -258,6 +258,9 @@ fn go(
         .transpose()
         .map_err(arg)?;
     let unet = load_unet(&model, &device).map_err(|e| (config.model.clone(), e))?;
+    if main {
+        model.warn_payloads();
+    }
     let params = unet.params.count();
     let mut trainer =
         Trainer::new(config.clone(), unet, data, prior, device.clone(), dtype).map_err(arg)?;

@@ -7,7 +7,7 @@
 //! every requested name and shape against the file and collects every problem, so a wrong
 //! file yields one error that lists all missing or misshapen keys instead of the first.
 
-use crate::cmd::inputs::open_input;
+use crate::cmd::inputs::{open_input, payload_warnings};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
@@ -26,6 +26,9 @@ use std::sync::{Arc, Mutex};
 /// A model file, converted (lazily: nothing is read yet) to the diffusers layout.
 pub struct ModelFile {
     pub path: PathBuf,
+    /// Payload warnings ([`payload_warnings`]): printed by the command once its weights
+    /// have loaded, so a file refused for another reason still gets one line.
+    warnings: Vec<String>,
     work: Working,
     sources: Vec<SharedSource>,
 }
@@ -85,9 +88,17 @@ impl ModelFile {
         }
         Ok(ModelFile {
             path: path.to_path_buf(),
+            warnings: payload_warnings(path, &input, &inputs),
             work,
             sources: inputs.sources(),
         })
+    }
+
+    /// Print the file's payload warnings (if any) on stderr.
+    pub fn warn_payloads(&self) {
+        for line in &self.warnings {
+            eprintln!("{line}");
+        }
     }
 
     /// The files the weights come from (what a model hash covers).
