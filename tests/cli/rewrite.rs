@@ -455,21 +455,23 @@ fn payloads_are_reported_and_never_copied() {
     );
     let scan = ldmkit(&["scan", s(&stripped)]);
     assert_eq!(scan.status.code(), Some(0), "{}", stdout(&scan));
-    // A graft writes the training file's object tree back whole: refused, nothing written.
+    // A torch output writes non-tensor entries and kept trees back as they were: a graft
+    // into the file, or a strip to .ckpt, would carry the payload. Refused, nothing written.
+    let release = fixture("sd1_release.ckpt");
     let grafted = dir.path().join("grafted.ckpt");
-    let o = ldmkit(&[
-        "graft",
-        s(&fixture("sd1_release.ckpt")),
-        s(&payload),
-        "-o",
-        s(&grafted),
-    ]);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.trim().lines().count() == 1 && err.contains("posix.system") && !grafted.exists(),
-        "{err}"
-    );
+    let torch_stripped = dir.path().join("stripped.ckpt");
+    for (args, out) in [
+        (vec!["graft", s(&release), s(&payload)], &grafted),
+        (vec!["strip", s(&payload)], &torch_stripped),
+    ] {
+        let o = ldmkit(&[&args[..], &["-o", s(out)]].concat());
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.trim().lines().count() == 1 && err.contains("posix.system") && !out.exists(),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 /// `diff --json` of two checkpoints.

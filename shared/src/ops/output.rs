@@ -9,6 +9,7 @@
 use super::{Inputs, Working};
 use crate::error::{Error, Result};
 use crate::plan::{LazyTensor, Plan};
+use crate::safety::{verdict, Verdict};
 use crate::tensor::{StorageRef, TensorKind, TensorRef};
 use crate::value::{Dict, ObjectGraph, Value, ValueId};
 use std::collections::{BTreeMap, HashMap};
@@ -38,16 +39,6 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
     match work.tree {
         Some(tree) => {
             let ckpt = inputs.checkpoint(tree.input);
-            // A kept tree is written back whole, globals included: a payload in it would
-            // reach the new file and run wherever that is loaded.
-            let dangerous = ckpt.dangerous_globals();
-            if !dangerous.is_empty() {
-                return Err(Error::op(format!(
-                    "its object tree imports {} (code that runs when the file is loaded); \
-                     refusing to copy that into the output (strip it to keep only the tensors)",
-                    dangerous.join(", ")
-                )));
-            }
             graph = ckpt.graph.clone();
             root = ckpt.root;
             container = tree.state_dict;
@@ -153,6 +144,7 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
         (None, None) => {}
     }
     graph.set_dict_items(container, items);
+    refuse_payloads(&graph)?;
 
     let storage_data = |id: ValueId| -> Result<(LazyTensor, String)> {
         if let Some(t) = new_storages.get(&id) {
@@ -166,6 +158,30 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
         }
     };
     crate::write::torch_zip::torch_zip(&graph, root, &storage_data)
+}
+
+/// Refuse an output graph that imports a dangerous global. Kept trees and a state dict's
+/// non-tensor entries are written back as they were, globals included, so a payload in an
+/// input would reach the new file and run wherever that is loaded. (The check covers the
+/// whole graph, unreachable copies too: erring that way costs a refusal, not a payload.)
+fn refuse_payloads(graph: &ObjectGraph) -> Result<()> {
+    let mut names: Vec<String> = graph
+        .iter()
+        .filter_map(|(_, v)| match v {
+            Value::Global(g) if verdict(g) == Verdict::Dangerous => Some(g.qualified()),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(());
+    }
+    Err(Error::op(format!(
+        "an input imports {} (code that runs when the file is loaded), which a torch output \
+         would copy; refusing (write .safetensors to keep only the tensors)",
+        names.join(", ")
+    )))
 }
 
 /// A container of the same class as `src`'s value `id` (a `dict`, or an `OrderedDict` with
