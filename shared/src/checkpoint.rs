@@ -129,11 +129,7 @@ impl Checkpoint {
     /// loads the file ([`crate::safety`]'s dangerous verdict), qualified names, first seen first.
     /// Empty for an ordinary checkpoint.
     pub fn dangerous_globals(&self) -> Vec<String> {
-        self.imports
-            .iter()
-            .filter(|i| crate::safety::verdict(&i.global) == crate::safety::Verdict::Dangerous)
-            .map(|i| i.global.qualified())
-            .collect()
+        crate::safety::dangerous_names(self.imports.iter().map(|i| &i.global))
     }
 
     /// The top-level dict's string keys and values (Lightning metadata lives there).

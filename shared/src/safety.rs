@@ -196,6 +196,21 @@ const LEGACY_TENSOR_CLASSES: &[&str] = &[
     "BoolTensor",
 ];
 
+/// Qualified names of the dangerous globals among `globals`, first seen first, once each:
+/// what a refusal or a warning about a payload names.
+pub fn dangerous_names<'a>(globals: impl IntoIterator<Item = &'a Global>) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for g in globals {
+        if verdict(g) == Verdict::Dangerous {
+            let name = g.qualified();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
 /// The verdict for one global.
 pub fn verdict(global: &Global) -> Verdict {
     let (m, n) = (global.module.as_str(), global.name.as_str());

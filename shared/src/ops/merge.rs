@@ -12,24 +12,15 @@ use crate::error::{Error, Result};
 /// file written would load and then draw noise, so that is refused. Dtypes may differ (an f32
 /// run over an f16 release is the usual case).
 pub fn fill_from(work: &mut Working, base: &Working) -> Result<usize> {
-    let mismatched: Vec<String> = base
-        .state_dict
-        .iter()
-        .filter_map(|(k, b)| {
-            let e = work.state_dict.get(k)?;
-            (e.tensor.shape != b.tensor.shape).then(|| {
-                format!(
-                    "{k} is {:?} here, {:?} in the base",
-                    e.tensor.shape, b.tensor.shape
-                )
-            })
-        })
-        .collect();
-    if let Some(first) = mismatched.first() {
+    let mut mismatched = base.state_dict.iter().filter_map(|(k, b)| {
+        let e = work.state_dict.get(k)?;
+        (e.tensor.shape != b.tensor.shape).then_some((k, &e.tensor.shape, &b.tensor.shape))
+    });
+    if let Some((k, here, there)) = mismatched.next() {
         return Err(Error::op(format!(
-            "the base is another model: {} tensor(s) differ in shape ({first}); \
-             merge with the release the training started from",
-            mismatched.len()
+            "the base is another model: {} tensor(s) differ in shape ({k} is {here:?} here, \
+             {there:?} in the base); merge with the release the training started from",
+            1 + mismatched.count()
         )));
     }
     let mut added = 0;

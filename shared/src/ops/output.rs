@@ -9,7 +9,7 @@
 use super::{Inputs, Working};
 use crate::error::{Error, Result};
 use crate::plan::{LazyTensor, Plan};
-use crate::safety::{verdict, Verdict};
+use crate::safety::dangerous_names;
 use crate::tensor::{StorageRef, TensorKind, TensorRef};
 use crate::value::{Dict, ObjectGraph, Value, ValueId};
 use std::collections::{BTreeMap, HashMap};
@@ -165,15 +165,10 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
 /// input would reach the new file and run wherever that is loaded. (The check covers the
 /// whole graph, unreachable copies too: erring that way costs a refusal, not a payload.)
 fn refuse_payloads(graph: &ObjectGraph) -> Result<()> {
-    let mut names: Vec<String> = graph
-        .iter()
-        .filter_map(|(_, v)| match v {
-            Value::Global(g) if verdict(g) == Verdict::Dangerous => Some(g.qualified()),
-            _ => None,
-        })
-        .collect();
-    names.sort();
-    names.dedup();
+    let names = dangerous_names(graph.iter().filter_map(|(_, v)| match v {
+        Value::Global(g) => Some(g),
+        _ => None,
+    }));
     if names.is_empty() {
         return Ok(());
     }

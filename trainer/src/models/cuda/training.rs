@@ -6,7 +6,7 @@
 use super::{view, MODULE, PTX};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use candle_core::cuda_backend::{kernel_name, CudaStorageSlice, Map1, Map2, WrapErr};
 use candle_core::{
@@ -62,7 +62,6 @@ impl CustomOp3 for AttentionDs {
             candle_core::bail!("attention ds: delta must be f32");
         };
         let d = view(d, dl)?;
-        use candle_core::cuda_backend::cudarc::driver::CudaView;
         fn go<T: DeviceRepr + WithDType + ValidAsZeroBits>(
             (p, dp): (CudaView<T>, CudaView<T>),
             d: &CudaView<f32>,
