@@ -36,6 +36,11 @@ pub enum ContainerInfo {
         storages: usize,
         trailing_bytes: u64,
     },
+    #[serde(rename = "torch-tar")]
+    TorchTar {
+        pickle_protocol: u8,
+        storages: usize,
+    },
     #[serde(rename = "safetensors")]
     Safetensors {
         header_len: u64,
@@ -56,9 +61,13 @@ pub struct Checkpoint {
     pub source: SharedSource,
     pub graph: ObjectGraph,
     pub root: ValueId,
-    /// Every global the file's pickles import (empty for safetensors).
+    /// Every global the file's pickles import (empty for safetensors), nested pickles'
+    /// included.
     pub imports: Vec<Import>,
     pub info: ContainerInfo,
+    /// Set when the file also reads as a pickle torch would unpickle (a safetensors
+    /// polyglot): what that reading is.
+    pub polyglot: Option<String>,
 }
 
 /// A tensor with its path name.
@@ -86,14 +95,44 @@ impl Checkpoint {
         limits: Limits,
         imports: &mut Vec<Import>,
     ) -> Result<Self> {
+        Self::open_nested(source, limits, 0, imports)
+    }
+
+    /// [`open_collecting`](Self::open_collecting) for data found `depth` nested loads deep.
+    pub(crate) fn open_nested(
+        source: SharedSource,
+        limits: Limits,
+        depth: u32,
+        imports: &mut Vec<Import>,
+    ) -> Result<Self> {
         let format = detect(source.as_ref())?;
         let start = imports.len();
+        let mut polyglot = None;
         let parsed = match format {
             Format::TorchZip => crate::torch::zip_format::read(source.as_ref(), limits, imports)?,
             Format::TorchLegacy => crate::torch::legacy::read(source.as_ref(), limits, imports)?,
-            Format::Safetensors => crate::safetensors::read(source.as_ref())?,
-            Format::Pickle => unreachable!("detect never returns Pickle"),
+            Format::TorchTar => crate::torch::tar_format::read(source.as_ref(), limits, imports)?,
+            Format::Safetensors => {
+                let parsed = crate::safetensors::read(source.as_ref())?;
+                if let Some(reading) = crate::container::detect::pickle_reading(source.as_ref()) {
+                    polyglot = Some(polyglot_note(&reading));
+                    imports.extend(reading.imports.into_iter().map(|mut i| {
+                        i.via = Some("the file read as a pickle".into());
+                        i
+                    }));
+                }
+                parsed
+            }
+            Format::Pickle => {
+                return Err(Error::UnknownFormat(bare_pickle_message(source.as_ref())));
+            }
         };
+        imports.extend(crate::safety::nested::nested_imports(
+            &parsed.graph,
+            Some(parsed.root),
+            limits,
+            depth,
+        ));
         Ok(Checkpoint {
             format,
             source,
@@ -101,6 +140,7 @@ impl Checkpoint {
             root: parsed.root,
             imports: merge_imports(&imports[start..]),
             info: parsed.info,
+            polyglot,
         })
     }
 
@@ -125,11 +165,35 @@ impl Checkpoint {
         Ok(walk.out)
     }
 
-    /// The globals this file's pickles import that run code or touch the system when Python
-    /// loads the file ([`crate::safety`]'s dangerous verdict), qualified names, first seen first.
-    /// Empty for an ordinary checkpoint.
-    pub fn dangerous_globals(&self) -> Vec<String> {
-        crate::safety::dangerous_names(self.imports.iter().map(|i| &i.global))
+    /// [`tensors`](Self::tensors), refusing a file where two tensors get one name (a key
+    /// `"a/b"` beside a key `a` holding `{"b": ...}`): every command that picks tensors by
+    /// name would otherwise read or keep one of them and silently drop the other.
+    pub fn tensors_named_once(&self) -> Result<Vec<NamedTensor<'_>>> {
+        let tensors = self.tensors()?;
+        let mut seen = HashSet::with_capacity(tensors.len());
+        for t in &tensors {
+            if !seen.insert(t.name.as_str()) {
+                return Err(Error::torch(format!(
+                    "two tensors are both named '{}' (a key holding '/' beside nested dicts); refusing rather than use one and drop the other",
+                    t.name
+                )));
+            }
+        }
+        Ok(tensors)
+    }
+
+    /// The globals this file's pickles import that `torch.load(weights_only=True)` refuses
+    /// (the training extension counts as accepted where `training`), described with what
+    /// each is known to do, first seen first. Empty for an ordinary checkpoint.
+    pub fn refused_globals(&self, training: bool) -> Vec<String> {
+        let mut names = crate::safety::refused_names(
+            self.imports.iter().map(Import::weights_only_name),
+            training,
+        );
+        if self.polyglot.is_some() {
+            names.insert(0, "a pickle reading of the whole file (polyglot)".into());
+        }
+        names
     }
 
     /// The top-level dict's string keys and values (Lightning metadata lives there).
@@ -146,23 +210,70 @@ impl Checkpoint {
     }
 }
 
-/// Combine import lists from several pickles: one entry per global, in first-seen order.
+/// Combine import lists from several pickles: one entry per global and way of reaching it,
+/// in first-seen order.
 pub(crate) fn merge_imports(raw: &[Import]) -> Vec<Import> {
+    type Key<'a> = (
+        &'a crate::value::Global,
+        &'a Option<crate::value::Global>,
+        &'a Option<String>,
+        &'a Option<String>,
+    );
     let mut out: Vec<Import> = Vec::new();
-    let mut index = std::collections::HashMap::new();
+    let mut index: std::collections::HashMap<Key<'_>, usize> = std::collections::HashMap::new();
     for imp in raw {
-        match index.get(&imp.global) {
-            Some(&i) => {
-                let o: &mut Import = &mut out[i];
-                o.count += imp.count;
-            }
+        let key = (&imp.global, &imp.written, &imp.computed_by, &imp.via);
+        match index.get(&key) {
+            Some(&i) => out[i].count += imp.count,
             None => {
-                index.insert(imp.global.clone(), out.len());
+                index.insert(key, out.len());
                 out.push(imp.clone());
             }
         }
     }
     out
+}
+
+/// What `torch.load` does with a bare pickle, for the one-line refusal: never "not a
+/// checkpoint", since torch does unpickle it.
+fn bare_pickle_message(source: &dyn crate::source::Source) -> String {
+    let reading = crate::container::detect::pickle_reading(source);
+    let protocol = reading.as_ref().map_or(0, |r| r.protocol);
+    let refused = reading
+        .map(|r| {
+            crate::safety::refused_names(r.imports.iter().map(Import::weights_only_name), false)
+        })
+        .unwrap_or_default();
+    let imports = if refused.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", importing and calling {} global(s) torch's weights_only loader refuses: {}",
+            refused.len(),
+            refused.join(", ")
+        )
+    };
+    format!(
+        "a bare pickle (protocol {protocol}) without torch's magic number: torch.load unpickles it{imports}, then fails (\"Invalid magic number\"); ldmkit reads no tensors from it (`ldmkit scan` lists every global)"
+    )
+}
+
+/// What the pickle reading of a polyglot file does, for reports.
+fn polyglot_note(reading: &crate::container::detect::PickleReading) -> String {
+    let names: Vec<String> = reading
+        .imports
+        .iter()
+        .map(|i| crate::safety::describe(&i.global))
+        .collect();
+    format!(
+        "valid safetensors, and also a pickle that torch.load (which reads no safetensors) unpickles from byte 0{}{}",
+        if reading.complete { "" } else { " until it fails" },
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(", importing {}", names.join(", "))
+        }
+    )
 }
 
 struct Walk<'a> {

@@ -11,6 +11,10 @@ pub enum Error {
     /// The underlying source could not be read.
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The output could not be written (disk full, quota, file too large, permissions): an
+    /// error of the sink, never of an input.
+    #[error("writing failed: {0}")]
+    Write(std::io::Error),
     /// The bytes are not any checkpoint format we know (says what they look like instead).
     #[error("{0}")]
     UnknownFormat(String),

@@ -9,7 +9,7 @@ use crate::model::{
     classify, detect_architecture, lightning_info, state_dict_key, Architecture, Component,
     LightningInfo,
 };
-use crate::safety::{verdict, Verdict};
+use crate::safety::{explain, verdict, Verdict};
 use crate::tensor::TensorRef;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -44,25 +44,70 @@ impl Totals {
 /// A global with its verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct GlobalEntry {
+    /// `module.name` as Python 3 imports it (Python 2 names mapped as `fix_imports` does).
     pub name: String,
+    /// The name as the pickle writes it, where that differs (`__builtin__.long`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written: Option<String>,
     pub verdict: Verdict,
+    /// What it is known to do, when it is not allowed and we know.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// For a name computed at load time: the call that builds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub computed_by: Option<String>,
+    /// Where it is imported when not by the file's own pickles (`x → nested pickle`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     pub count: u64,
 }
 
 impl GlobalEntry {
-    /// Verdicts for imports (one entry per global), dangerous first, then unknown, then
-    /// allowed; first-seen order within each.
+    /// Verdicts for imports (one entry per global and way of reaching it), not allowed
+    /// first, then training, then allowed; first-seen order within each.
     pub fn list(imports: &[crate::pickle::Import]) -> Vec<GlobalEntry> {
         let mut globals: Vec<GlobalEntry> = crate::checkpoint::merge_imports(imports)
             .into_iter()
-            .map(|i| GlobalEntry {
-                name: i.global.qualified(),
-                verdict: verdict(&i.global),
-                count: i.count,
+            .map(|i| {
+                let computed = i.computed_by.is_some();
+                let verdict = if computed {
+                    Verdict::NotAllowed
+                } else {
+                    verdict(i.weights_only_name())
+                };
+                let why = if computed {
+                    Some("which global is imported is decided by running code".to_string())
+                } else if verdict == Verdict::NotAllowed {
+                    explain(&i.global).map(str::to_string)
+                } else {
+                    None
+                };
+                GlobalEntry {
+                    name: if computed {
+                        format!("{} (name computed at load time)", i.global.qualified())
+                    } else {
+                        i.global.qualified()
+                    },
+                    written: i.written.as_ref().map(|w| w.qualified()),
+                    verdict,
+                    why,
+                    computed_by: i.computed_by.clone(),
+                    via: i.via.clone(),
+                    count: i.count,
+                }
             })
             .collect();
         globals.sort_by_key(|g| std::cmp::Reverse(g.verdict));
         globals
+    }
+
+    /// Where the import happens and what it is, as one string:
+    /// `state_dict/x → nested pickle → posix.system`.
+    pub fn located(&self) -> String {
+        match &self.via {
+            Some(via) => format!("{via} → {}", self.name),
+            None => self.name.clone(),
+        }
     }
 }
 
@@ -98,7 +143,11 @@ pub struct Report {
     pub dtypes: BTreeMap<String, Totals>,
     pub totals: Totals,
     pub globals: Vec<GlobalEntry>,
+    /// Every global `torch.load(weights_only=True)` refuses (training extension included).
     pub unsafe_globals: Vec<String>,
+    /// Set for a file that is valid safetensors and also a pickle torch would unpickle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub polyglot: Option<String>,
     pub metadata: ReportMetadata,
 }
 
@@ -153,7 +202,7 @@ impl Report {
         let unsafe_globals = globals
             .iter()
             .filter(|g| g.verdict != Verdict::Allowed)
-            .map(|g| g.name.clone())
+            .map(GlobalEntry::located)
             .collect();
         let architecture_detail = detect_architecture(&state_keys);
         Ok(Report {
@@ -167,6 +216,7 @@ impl Report {
             totals,
             globals,
             unsafe_globals,
+            polyglot: ckpt.polyglot.clone(),
             metadata: ReportMetadata {
                 container: ckpt.info.clone(),
                 lightning: lightning_info(ckpt),
@@ -175,12 +225,19 @@ impl Report {
         })
     }
 
-    /// The most severe verdict among the globals (allowed when there are none).
+    /// The most severe verdict among the globals (allowed when there are none); a polyglot
+    /// is never allowed.
     pub fn worst_verdict(&self) -> Verdict {
-        self.globals
+        let worst = self
+            .globals
             .iter()
             .map(|g| g.verdict)
             .max()
-            .unwrap_or(Verdict::Allowed)
+            .unwrap_or(Verdict::Allowed);
+        if self.polyglot.is_some() {
+            Verdict::NotAllowed
+        } else {
+            worst
+        }
     }
 }

@@ -105,6 +105,7 @@ pub(crate) fn read(source: &dyn Source) -> Result<Parsed> {
             storage_offset: 0,
             requires_grad: false,
             kind: TensorKind::Tensor,
+            flags: Default::default(),
         })));
         let key = graph.push(Value::Str(name.into()));
         graph.dict_insert(root, key, tensor);

@@ -207,6 +207,18 @@ impl<'a> Cursor<'a> {
         self.end - self.pos
     }
 
+    /// Move past the next `n` bytes without reading them.
+    pub fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        if n > self.remaining() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "skip past the end",
+            ));
+        }
+        self.pos += n;
+        Ok(())
+    }
+
     /// Borrow the next `n` bytes, or `None` if the window ends first.
     pub fn take(&mut self, n: usize) -> std::io::Result<Option<&[u8]>> {
         if (n as u64) > self.remaining() {

@@ -73,6 +73,24 @@ pub struct TensorRef {
     pub storage_offset: u64,
     pub requires_grad: bool,
     pub kind: TensorKind,
+    /// torch's view flags (`_rebuild_tensor_v2` metadata): the values are the stored bytes
+    /// negated and/or conjugated.
+    #[serde(skip_serializing_if = "ViewFlags::is_plain")]
+    pub flags: ViewFlags,
+}
+
+/// torch's lazy view bits: `torch._neg_view(x)` and `x.conj()` of a complex tensor are saved
+/// as the original bytes plus a flag, and load as the negated / conjugated values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ViewFlags {
+    pub neg: bool,
+    pub conj: bool,
+}
+
+impl ViewFlags {
+    pub fn is_plain(&self) -> bool {
+        !self.neg && !self.conj
+    }
 }
 
 impl TensorRef {

@@ -14,6 +14,8 @@
 //!   corrupt entries, resume, buckets, diffusers-folder models and broken models; latents and
 //!   text states equal diffusers / transformers (tests/python/encode_ref.py), and `tokenize`
 //!   equals transformers' CLIPTokenizer.
+//! - `writing`: writing safely: random exclusive temporaries, removed on an error, SIGTERM
+//!   or SIGHUP and swept when stale; a failing output is named as a write error.
 //! - `hostile`: the hostile corpus: nothing executes, every file gets a clear one-line error
 //!   or a correct report, within bounded memory.
 
@@ -26,3 +28,4 @@ mod scan;
 mod trainer;
 mod training;
 mod util;
+mod writing;

@@ -34,6 +34,33 @@ fn equals_seed(dir: &Path, name: &str, args: &[&str], load: &[&str]) {
 }
 
 #[test]
+fn view_flags_give_torch_values() {
+    // torch saves `_neg_view(x)` and a conjugated complex tensor as the plain bytes plus a
+    // flag; rewrites keep the values torch reads (the flag in a .ckpt, the values computed in
+    // a .safetensors, which holds no flags).
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("fidelity_neg_view.ckpt", "out.ckpt"),
+        ("fidelity_neg_view.ckpt", "out.safetensors"),
+        ("fidelity_conj.ckpt", "conj.ckpt"),
+    ];
+    for (input, output) in cases {
+        let (input, out) = (
+            fixture(&format!("hostile/{input}")),
+            dir.path().join(output),
+        );
+        rewrite(&["strip", s(&input)], &out);
+        if python().is_some() {
+            let cmp = [s(&input), s(&out), "--weights-only"];
+            ok(
+                &py("compare.py", &cmp).unwrap(),
+                &format!("compare.py {cmp:?}"),
+            );
+        }
+    }
+}
+
+#[test]
 fn strip_merge_graft_equal_the_seed_method() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -384,6 +411,38 @@ fn rewrites_refuse_bad_requests_and_leave_nothing_behind() {
             "no place in the target layout",
         ),
     ];
+    // Merge weights: finite, and a weighted sum's within [0, 1]; flags, recipes and links.
+    let (a, b) = (s(&copy), s(&fixture("sd1_release.safetensors")).to_string());
+    let ws = |alpha: &'static str| vec!["weighted-sum", a, &b, alpha];
+    let ad = |alpha: &'static str| vec!["add-difference", a, &b, a, "--alpha", alpha];
+    let link_ws = "#recipe=1;inputs,a,b;open,a;weighted-sum,b,nan";
+    let link_ad = "#recipe=1;inputs,a,b,c;open,a;add-difference,b,c,-1e400";
+    let mut cases = cases;
+    for (args, expected) in [
+        (ws("--alpha=nan"), "error: --alpha must be a finite number, not nan"),
+        (
+            ws("--alpha=1.5"),
+            "must be between 0 and 1, not 1.5 (to extrapolate: ldmkit add-difference A B A --alpha 1.5)",
+        ),
+        (ad("inf"), "error: --alpha must be a finite number, not inf"),
+        (ad("1e39"), "(it is computed in float32), not 1e+39"),
+        (
+            vec!["apply", link_ws, a, &b],
+            "recipe: weighted-sum alpha must be a finite number, not 'nan'",
+        ),
+        (vec!["apply", link_ad, a, &b, a], "not '-1e400'"),
+    ] {
+        let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+        args.extend(["-o".to_string(), s(&d.join("w.ckpt")).to_string()]);
+        cases.push((args, expected));
+    }
+    // Refused before anything is printed, even the recipe.
+    cases.push((
+        ["weighted-sum", a, &b, "--alpha=-inf", "--print-recipe"]
+            .map(String::from)
+            .to_vec(),
+        "error: --alpha must be a finite number, not -inf",
+    ));
     for (args, expected) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = ldmkit(&args);
@@ -409,26 +468,42 @@ fn rewrites_refuse_bad_requests_and_leave_nothing_behind() {
 
 #[test]
 fn hostile_inputs_are_refused_cleanly() {
+    // Every hostile file through strip (both formats), merge and graft: a one-line refusal
+    // with nothing written, or an output — and a .ckpt output loads with
+    // torch.load(weights_only=True) (checked by `ldmkit()` itself), with no payload run.
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.safetensors");
+    let release = fixture("sd1_release.ckpt");
     for file in checkpoints_in(&fixture("hostile")) {
-        let _ = std::fs::remove_file(&out);
-        let run = ldmkit(&["strip", s(&file), "-o", s(&out)]);
-        let code = run.status.code();
-        assert!(
-            code == Some(0) || code == Some(2),
-            "{}: exit {code:?}: {}",
-            file.display(),
-            stderr(&run)
-        );
-        if code == Some(2) {
-            let err = stderr(&run);
+        let f = s(&file);
+        let outs = [
+            dir.path().join("out.safetensors"),
+            dir.path().join("out.ckpt"),
+            dir.path().join("merged.ckpt"),
+            dir.path().join("grafted.ckpt"),
+        ];
+        let runs: [Vec<&str>; 4] = [
+            vec!["strip", f, "-o", s(&outs[0])],
+            vec!["strip", f, "-o", s(&outs[1])],
+            vec!["merge", f, s(&release), "-o", s(&outs[2])],
+            vec!["graft", s(&release), f, "--force", "-o", s(&outs[3])],
+        ];
+        for (args, out) in runs.iter().zip(&outs) {
+            let _ = std::fs::remove_file(out);
+            let run = ldmkit(args);
+            let code = run.status.code();
             assert!(
-                err.starts_with("error: ") && err.lines().count() == 1,
-                "{}: {err}",
-                file.display()
+                code == Some(0) || code == Some(2),
+                "{args:?}: exit {code:?}: {}",
+                stderr(&run)
             );
-            assert!(!out.exists(), "{}: output written on error", file.display());
+            if code == Some(2) {
+                let err = stderr(&run);
+                assert!(
+                    err.starts_with("error: ") && err.lines().count() == 1,
+                    "{args:?}: {err}"
+                );
+                assert!(!out.exists(), "{args:?}: output written on error");
+            }
         }
         let stray: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -437,6 +512,13 @@ fn hostile_inputs_are_refused_cleanly() {
             .collect();
         assert!(stray.is_empty(), "{}: left {stray:?}", file.display());
     }
+    let pwned: Vec<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ldmkit-pwned"))
+        .collect();
+    assert!(pwned.is_empty(), "a payload ran: {pwned:?}");
 }
 
 #[test]
@@ -455,23 +537,80 @@ fn payloads_are_reported_and_never_copied() {
     );
     let scan = ldmkit(&["scan", s(&stripped)]);
     assert_eq!(scan.status.code(), Some(0), "{}", stdout(&scan));
-    // A torch output writes non-tensor entries and kept trees back as they were: a graft
-    // into the file, or a strip to .ckpt, would carry the payload. Refused, nothing written.
+    // A release .ckpt keeps tensors and allowlisted containers only: the payload entry is
+    // dropped with one warning naming its key and class, and the file scans clean.
+    let torch_stripped = dir.path().join("stripped.ckpt");
+    let o = ldmkit(&["strip", s(&payload), "-o", s(&torch_stripped)]);
+    ok(&o, "strip of a file with a payload to .ckpt");
+    let err = stderr(&o);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("warning: dropped state-dict entry")
+                && l.contains("posix.system")),
+        "{err}"
+    );
+    let scan = ldmkit(&["scan", s(&torch_stripped)]);
+    assert_eq!(scan.status.code(), Some(0), "{}", stdout(&scan));
+    // --keep-foreign never keeps a global known to run code.
+    let kept = dir.path().join("kept.ckpt");
+    let o = ldmkit(&["strip", s(&payload), "--keep-foreign", "-o", s(&kept)]);
+    ok(&o, "strip --keep-foreign");
+    let scan = ldmkit(&["scan", s(&kept)]);
+    assert_eq!(scan.status.code(), Some(0), "{}", stdout(&scan));
+    // A harmless foreign class: dropped by default, kept with --keep-foreign, and then
+    // the summary says the file is not weights-only loadable.
+    let foreign = fixture("hostile/foreign_namespace.ckpt");
+    let dropped = dir.path().join("dropped.ckpt");
+    let o = ldmkit(&["strip", s(&foreign), "-o", s(&dropped)]);
+    ok(&o, "strip of a foreign entry");
+    let err = stderr(&o);
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("warning: dropped"))
+        .collect();
+    assert!(
+        warnings.len() == 1
+            && warnings[0].contains("'args'")
+            && warnings[0].contains("argparse.Namespace"),
+        "{err}"
+    );
+    let kept = dir.path().join("foreign_kept.ckpt");
+    let o = ldmkit(&["strip", s(&foreign), "--keep-foreign", "-o", s(&kept)]);
+    ok(&o, "strip --keep-foreign of a foreign entry");
+    assert!(
+        stderr(&o).contains("NOT loadable with torch.load(weights_only=True)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(ldmkit(&["scan", s(&kept)]).status.code(), Some(1));
+    // A graft into a bare state dict writes a release: the payload entry is dropped.
     let release = fixture("sd1_release.ckpt");
     let grafted = dir.path().join("grafted.ckpt");
-    let torch_stripped = dir.path().join("stripped.ckpt");
-    for (args, out) in [
-        (vec!["graft", s(&release), s(&payload)], &grafted),
-        (vec!["strip", s(&payload)], &torch_stripped),
-    ] {
-        let o = ldmkit(&[&args[..], &["-o", s(out)]].concat());
-        let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-        assert!(
-            err.trim().lines().count() == 1 && err.contains("posix.system") && !out.exists(),
-            "{args:?}: {err}"
-        );
-    }
+    let o = ldmkit(&["graft", s(&release), s(&payload), "-o", s(&grafted)]);
+    ok(&o, "graft into a bare state dict with a payload");
+    assert!(
+        stderr(&o).contains("warning: dropped state-dict entry '__pwn__'"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(ldmkit(&["scan", s(&grafted)]).status.code(), Some(0));
+    // A graft keeps the training file's tree: one that holds a payload is refused.
+    let nested = fixture("hostile/zip_nested_state_dict.ckpt");
+    let grafted = dir.path().join("grafted-tree.ckpt");
+    let o = ldmkit(&[
+        "graft",
+        s(&release),
+        s(&nested),
+        "--force",
+        "-o",
+        s(&grafted),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "graft: {err}");
+    assert!(
+        err.trim().lines().count() == 1 && err.contains("_load_from_bytes") && !grafted.exists(),
+        "graft: {err}"
+    );
 }
 
 /// `diff --json` of two checkpoints.

@@ -33,13 +33,72 @@ pub fn checkpoints_in(dir: &Path) -> Vec<PathBuf> {
 /// allocation or a hang fails the test instead of the machine.
 pub fn ldmkit(args: &[&str]) -> Output {
     let bin = env!("CARGO_BIN_EXE_ldmkit");
-    Command::new("sh")
+    let out = Command::new("sh")
         .arg("-c")
         .arg("ulimit -v 2000000; exec timeout 120 \"$0\" \"$@\"")
         .arg(bin)
         .args(args)
         .output()
-        .expect("run ldmkit")
+        .expect("run ldmkit");
+    if out.status.success() {
+        check_torch_output(args);
+    }
+    out
+}
+
+/// Every `.ckpt` (torch zip) a rewrite of the suite writes loads with
+/// `torch.load(weights_only=True)` — a release holds only tensors and allowlisted
+/// containers; a graft may add the training extension's classes, and nothing else — unless
+/// the command kept foreign objects on purpose (`--keep-foreign`). Checked right after
+/// the command, with the test venv's torch, where the environment names one (CI does).
+fn check_torch_output(args: &[&str]) {
+    const REWRITES: &[&str] = &[
+        "strip",
+        "merge",
+        "graft",
+        "convert",
+        "weighted-sum",
+        "add-difference",
+        "bake-vae",
+        "apply",
+        "export",
+        "meta",
+    ];
+    let (Some(cmd), Some(python)) = (args.first(), python()) else {
+        return;
+    };
+    if !REWRITES.contains(cmd)
+        || args.contains(&"--keep-foreign")
+        || args.contains(&"--print-recipe")
+    {
+        return;
+    }
+    let Some(out) = args
+        .iter()
+        .position(|a| *a == "-o" || *a == "--output")
+        .and_then(|i| args.get(i + 1))
+    else {
+        return;
+    };
+    let ext = Path::new(out)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("");
+    if !["ckpt", "pt", "pth", "bin"].contains(&ext) || !Path::new(out).is_file() {
+        return;
+    }
+    let mut check = Command::new(python);
+    check.arg(repo().join("tests/python/weights_only.py"));
+    if *cmd == "graft" || *cmd == "apply" {
+        check.arg("--training");
+    }
+    let result = check.arg(out).output().expect("run weights_only.py");
+    assert!(
+        result.status.success(),
+        "ldmkit {args:?} wrote a .ckpt that torch.load(weights_only=True) refuses:\n{}{}",
+        stdout(&result),
+        stderr(&result)
+    );
 }
 
 pub fn stdout(o: &Output) -> String {

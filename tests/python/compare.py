@@ -84,7 +84,8 @@ def load(path, weights_only, mmap):
 
 
 def tensor_bytes(t):
-    return t.detach().reshape(-1).contiguous().view(torch.uint8)
+    # The values torch gives: neg / conj view bits resolved (the bytes under them differ).
+    return t.detach().resolve_neg().resolve_conj().reshape(-1).contiguous().view(torch.uint8)
 
 
 def dname(t):

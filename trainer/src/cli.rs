@@ -16,10 +16,13 @@ pub struct Cli {
 pub enum Command {
     /// Summarise a checkpoint: format, architecture, components, dtypes, Lightning metadata, safety.
     Inspect(InspectArgs),
-    /// List every Python global the files would import when loaded, with a safety verdict.
+    /// List every Python global the files would import when loaded, with a verdict by torch's
+    /// allowlist: allowed (torch.load(weights_only=True) accepts it), training (the opt-in
+    /// Lightning/OmegaConf extension) or not allowed (anything else; what a global is known to
+    /// do is said beside it). Nested pickles are followed and polyglots named.
     ///
-    /// Exit status: 0 when every global is one `torch.load(weights_only=True)` accepts, 1 when
-    /// any is not, 2 when a file cannot be read.
+    /// Exit status: 0 when every global is allowed (or training, with --training), 1 when any
+    /// is not, 2 when a file cannot be read.
     Scan(ScanArgs),
     /// Keep the state dict only: a training checkpoint becomes a release.
     ///
@@ -92,6 +95,11 @@ pub struct OutputArgs {
     /// Print the recipe this command runs (text and link) instead of running it.
     #[arg(long)]
     pub print_recipe: bool,
+    /// In a .ckpt output, keep non-tensor entries whose classes torch's weights_only loader
+    /// refuses (dropped with a warning by default). Globals known to run code are never kept.
+    /// The output is then not loadable with torch.load(weights_only=True).
+    #[arg(long)]
+    pub keep_foreign: bool,
 }
 
 #[derive(Debug, Args)]
@@ -146,7 +154,7 @@ pub struct ConvertArgs {
 pub struct WeightedSumArgs {
     pub a: PathBuf,
     pub b: PathBuf,
-    /// Weight of B.
+    /// Weight of B, from 0 (A) to 1 (B).
     #[arg(long)]
     pub alpha: f64,
     #[command(flatten)]
@@ -158,7 +166,7 @@ pub struct AddDifferenceArgs {
     pub a: PathBuf,
     pub b: PathBuf,
     pub c: PathBuf,
-    /// Weight of (B - C).
+    /// Weight of (B - C), any finite number.
     #[arg(long)]
     pub alpha: f64,
     #[command(flatten)]
@@ -223,12 +231,17 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct ScanArgs {
-    /// Files to scan.
+    /// Files to scan; a folder scans every checkpoint inside it, recursively (.ckpt, .pt,
+    /// .pth, .bin, .safetensors, .pkl, .pickle), e.g. a diffusers folder or a hub cache.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Print a JSON array, one object per file.
     #[arg(long)]
     pub json: bool,
+    /// Accept the Lightning/OmegaConf training-state classes (OmegaConf configs, typing.Any,
+    /// defaultdict, dict/list/int) for the exit status: a training checkpoint then exits 0.
+    #[arg(long)]
+    pub training: bool,
 }
 
 #[derive(Debug, Args)]

@@ -76,9 +76,13 @@ pub fn Summary(
             <h3>"Safety"</h3>
             <ul class="globals" id="globals">
                 {if globals.is_empty() { Some(view! { <li>"No pickle globals: nothing would run on load."</li> }) } else { None }}
+                {(!r["polyglot"].is_null()).then(|| view! { <li class="verdict-not_allowed">{format!("not allowed: {}", s(&r["polyglot"]))}</li> })}
                 {globals.into_iter().map(|g| {
                     let verdict = s(&g["verdict"]);
-                    view! { <li class=format!("verdict-{verdict}")>{format!("{verdict}: {} ({}×)", s(&g["name"]), g["count"])}</li> }
+                    let label = verdict.replace('_', " ");
+                    let at = if g["via"].is_null() { String::new() } else { format!("{} → ", s(&g["via"])) };
+                    let why = if g["why"].is_null() { String::new() } else { format!(" — {}", s(&g["why"])) };
+                    view! { <li class=format!("verdict-{verdict}")>{format!("{label}: {at}{} ({}×){why}", s(&g["name"]), g["count"])}</li> }
                 }).collect_view()}
             </ul>
             <h3>"Keys"</h3>

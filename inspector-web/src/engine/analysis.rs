@@ -32,7 +32,7 @@ pub fn stats(id: &JsValue, data: &JsValue) -> Result<(), String> {
     let file = files(data).into_iter().next().ok_or("no file given")?;
     let key = get(data, "key").as_string().unwrap_or_default();
     let ckpt = open(&file)?;
-    let tensors = ckpt.tensors().map_err(|e| e.to_string())?;
+    let tensors = ckpt.tensors_named_once().map_err(|e| e.to_string())?;
     let found = tensors
         .iter()
         .find(|t| t.name == key || state_dict_key(&t.name) == Some(key.as_str()))

@@ -21,21 +21,22 @@ pub fn files(data: &JsValue) -> Vec<File> {
         .collect()
 }
 
-/// Open a file; on failure the message names the file and any dangerous global it imports.
+/// Open a file; on failure the message names the file and any global it imports that
+/// torch's weights_only loader refuses (torch.load would have run those before failing).
 pub fn open(file: &File) -> Result<Checkpoint, String> {
     let src: SharedSource = Arc::new(BlobSource::new(file.clone().into()));
     Checkpoint::open(src.clone()).map_err(|e| {
-        let dangerous: Vec<String> = scan(src)
+        let refused: Vec<String> = scan(src)
             .globals
             .into_iter()
-            .filter(|g| g.verdict == ldmkit_core::safety::Verdict::Dangerous)
-            .map(|g| g.name)
+            .filter(|g| g.verdict == ldmkit_core::safety::Verdict::NotAllowed)
+            .map(|g| g.located())
             .collect();
         let mut message = format!("{}: {e}", file.name());
-        if !dangerous.is_empty() {
+        if !refused.is_empty() && !message.contains("a bare pickle") {
             message += &format!(
-                " (it imports {}, which would run code in torch.load)",
-                dangerous.join(", ")
+                " (it imports {}, which torch.load would import and call)",
+                refused.join(", ")
             );
         }
         message

@@ -7,7 +7,7 @@ use crate::model::components::classify;
 use crate::ops::Working;
 use crate::plan::ElementReader;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// One tensor present in both with the same shape.
 #[derive(Debug, Clone, Serialize)]
@@ -179,17 +179,23 @@ pub fn diff(
     }
     progress(total, total);
     report.components = components.iter().map(|(n, s)| s.group(n)).collect();
-    // Blocks in first-seen order, merging repeats (keys of one block need not be adjacent).
+    // Blocks in first-seen order, merging repeats (keys of one block need not be adjacent);
+    // found by name through a map, so a model with a block per tensor stays linear.
     let mut merged: Vec<(String, Sums)> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
     for (name, s) in blocks {
-        match merged.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, m)) => {
+        match at.get(&name) {
+            Some(&i) => {
+                let m = &mut merged[i].1;
                 m.tensors += s.tensors;
                 m.changed += s.changed;
                 m.diff2 += s.diff2;
                 m.a2 += s.a2;
             }
-            None => merged.push((name, s)),
+            None => {
+                at.insert(name.clone(), merged.len());
+                merged.push((name, s));
+            }
         }
     }
     report.unet_blocks = merged.iter().map(|(n, s)| s.group(n)).collect();

@@ -82,6 +82,7 @@ impl Inputs {
                     ));
                 }
             }
+            ckpt.tensors_named_once()?;
             let sd = find_state_dict(&ckpt.graph, ckpt.root)
                 .ok_or_else(|| Error::op("holds no state dict (no dict of tensors)"))?;
             let torch = ckpt.format != Format::Safetensors;

@@ -9,9 +9,9 @@
 use super::{Inputs, Working};
 use crate::error::{Error, Result};
 use crate::plan::{LazyTensor, Plan};
-use crate::safety::dangerous_names;
+use crate::safety::Verdict;
 use crate::tensor::{StorageRef, TensorKind, TensorRef};
-use crate::value::{Dict, ObjectGraph, Value, ValueId};
+use crate::value::{Dict, Global, ObjectGraph, Value, ValueId};
 use std::collections::{BTreeMap, HashMap};
 
 /// A storage's whole bytes as a 1-D lazy tensor.
@@ -24,12 +24,38 @@ fn whole_storage(input: usize, storage: &StorageRef) -> LazyTensor {
         storage_offset: 0,
         requires_grad: false,
         kind: TensorKind::Tensor,
+        flags: Default::default(),
     };
     LazyTensor::stored(input, &shape_ref, storage)
 }
 
-/// Plan a torch zip of `work`.
-pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
+/// How a torch output treats values that `torch.load(weights_only=True)` would refuse.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutputPolicy {
+    /// Keep non-tensor entries (and, in a kept tree, objects) whose classes are outside the
+    /// allowlist — never one known to run code. The output is then not weights-only loadable.
+    pub keep_foreign: bool,
+}
+
+/// What a torch output left out, or kept against the allowlist.
+#[derive(Debug, Clone, Default)]
+pub struct OutputNotes {
+    /// One `warning:` line per dropped entry.
+    pub warnings: Vec<String>,
+    /// Whether the output holds globals torch's `weights_only` loader refuses.
+    pub foreign_kept: bool,
+}
+
+/// Plan a torch zip of `work`. A release (no kept tree) holds tensors and allowlisted
+/// containers only: any other non-tensor state-dict entry is dropped with a warning unless
+/// `policy.keep_foreign`. A kept tree (`graft`) may also hold the training extension's
+/// classes (the training file's own Lightning state); anything outside both is refused.
+pub fn torch_plan(
+    work: &Working,
+    inputs: &Inputs,
+    policy: OutputPolicy,
+) -> Result<(Plan, OutputNotes)> {
+    let mut notes = OutputNotes::default();
     let mut graph;
     let root;
     let container;
@@ -56,7 +82,24 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
             container = match work.container {
                 Some(origin) => {
                     let src = &inputs.checkpoint(origin.input).graph;
-                    empty_like(&mut graph, src, origin.id)
+                    // The container's own class and state, not its items (judged one by one).
+                    let class = match src.get(origin.id) {
+                        Value::Object(o) => [Some(o.callable), Some(o.args), o.state]
+                            .into_iter()
+                            .flatten()
+                            .find_map(|id| refusal(src, id, false, policy)),
+                        _ => None,
+                    };
+                    match class {
+                        None => empty_like(&mut graph, src, origin.id),
+                        Some(_) => {
+                            notes.warnings.push(format!(
+                                "warning: the state dict's container ({}) is outside torch's weights_only allowlist; wrote a plain dict",
+                                class_of(src, origin.id)
+                            ));
+                            graph.push(Value::Dict(Dict::default()))
+                        }
+                    }
                 }
                 None => graph.push(Value::Dict(Dict::default())),
             };
@@ -73,13 +116,14 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
             Some(origin) => {
                 let src = &inputs.checkpoint(origin.input).graph;
                 let memo = memos.entry(origin.input).or_default();
-                let before = memo.len();
+                // Every value an import copies gets a fresh slot at the end of the graph, so
+                // the storages it brought are among those: look at them only (a scan of the
+                // whole memo per entry made this quadratic in the tensor count).
+                let first_new = graph.len() as ValueId;
                 let id = graph.import(src, origin.id, memo);
-                if memo.len() != before {
-                    for (&from, &to) in memo.iter() {
-                        if matches!(src.get(from), Value::Storage(_)) {
-                            storage_input.entry(to).or_insert(origin.input);
-                        }
+                for to in first_new..graph.len() as ValueId {
+                    if matches!(graph.get(to), Value::Storage(_)) {
+                        storage_input.entry(to).or_insert(origin.input);
                     }
                 }
                 id
@@ -109,6 +153,7 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
                     storage_offset: 0,
                     requires_grad: false,
                     kind: TensorKind::Tensor,
+                    flags: Default::default(),
                 })))
             }
         };
@@ -130,10 +175,23 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
             let src = &inputs.checkpoint(origin.input).graph;
             let memo = memos.entry(origin.input).or_default();
             for &(k, v) in src.dict_items(origin.id).unwrap_or(&[]) {
-                if !matches!(src.get(v), Value::Tensor(_)) {
-                    let (k, v) = (graph.import(src, k, memo), graph.import(src, v, memo));
-                    items.push((k, v));
+                if matches!(src.get(v), Value::Tensor(_)) {
+                    continue;
                 }
+                if let Some(refused) = refusal(src, v, false, policy) {
+                    notes.warnings.push(format!(
+                        "warning: dropped state-dict entry '{}' ({}): {}",
+                        src.key_segment(k),
+                        class_of(src, v),
+                        refused
+                    ));
+                    continue;
+                }
+                notes.foreign_kept |= !globals_under(src, v)
+                    .iter()
+                    .all(|g| crate::safety::verdict(g) == Verdict::Allowed);
+                let (k, v) = (graph.import(src, k, memo), graph.import(src, v, memo));
+                items.push((k, v));
             }
             for (&from, &to) in memo.iter() {
                 if matches!(src.get(from), Value::Storage(_)) {
@@ -144,7 +202,22 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
         (None, None) => {}
     }
     graph.set_dict_items(container, items);
-    refuse_payloads(&graph)?;
+    if work.tree.is_some() {
+        if let Some(refused) = refusal(&graph, root, true, policy) {
+            return Err(Error::op(format!(
+                "the kept training state holds {refused}; refusing to write it into a .ckpt \
+                 (write .safetensors to keep only the tensors{})",
+                if policy.keep_foreign || refused.contains("runs") || refused.contains("loads") {
+                    ""
+                } else {
+                    ", or pass --keep-foreign"
+                }
+            )));
+        }
+        notes.foreign_kept = !globals_under(&graph, root)
+            .iter()
+            .all(|g| crate::safety::verdict(g).passes(true));
+    }
 
     let storage_data = |id: ValueId| -> Result<(LazyTensor, String)> {
         if let Some(t) = new_storages.get(&id) {
@@ -157,26 +230,89 @@ pub fn torch_plan(work: &Working, inputs: &Inputs) -> Result<Plan> {
             _ => Err(Error::op("a storage in the output has no source")),
         }
     };
-    crate::write::torch_zip::torch_zip(&graph, root, &storage_data)
+    let plan = crate::write::torch_zip::torch_zip(&graph, root, &storage_data)?;
+    Ok((plan, notes))
 }
 
-/// Refuse an output graph that imports a dangerous global. Kept trees and a state dict's
-/// non-tensor entries are written back as they were, globals included, so a payload in an
-/// input would reach the new file and run wherever that is loaded. (The check covers the
-/// whole graph, unreachable copies too: erring that way costs a refusal, not a payload.)
-fn refuse_payloads(graph: &ObjectGraph) -> Result<()> {
-    let names = dangerous_names(graph.iter().filter_map(|(_, v)| match v {
-        Value::Global(g) => Some(g),
-        _ => None,
-    }));
-    if names.is_empty() {
-        return Ok(());
+/// Why the value `id` may not be written, if it may not: the globals under it that the
+/// allowlist (with the training extension where `training`) refuses. Globals known to run code
+/// are refused whatever the policy — what we write never carries a payload onward; others
+/// pass with `keep_foreign`.
+fn refusal(
+    graph: &ObjectGraph,
+    id: ValueId,
+    training: bool,
+    policy: OutputPolicy,
+) -> Option<String> {
+    let globals = globals_under(graph, id);
+    let code: Vec<String> = globals
+        .iter()
+        .filter(|g| {
+            crate::safety::explain(g).is_some() && !crate::safety::verdict(g).passes(training)
+        })
+        .map(|g| crate::safety::describe(g))
+        .collect();
+    if !code.is_empty() {
+        return Some(format!(
+            "{}, code that runs when the file is loaded",
+            code.join(", ")
+        ));
     }
-    Err(Error::op(format!(
-        "an input imports {} (code that runs when the file is loaded), which a torch output \
-         would copy; refusing (write .safetensors to keep only the tensors)",
-        names.join(", ")
-    )))
+    if policy.keep_foreign {
+        return None;
+    }
+    let refused = crate::safety::refused_names(globals.iter().copied(), training);
+    (!refused.is_empty()).then(|| {
+        format!(
+            "{} {} torch's weights_only loader refuses",
+            refused.join(", "),
+            if refused.len() == 1 {
+                "is a global"
+            } else {
+                "are globals"
+            }
+        )
+    })
+}
+
+/// Every global reachable from `id`, once each (what the pickler would write under it).
+fn globals_under(graph: &ObjectGraph, id: ValueId) -> Vec<&Global> {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![id];
+    let mut out: Vec<&Global> = Vec::new();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        match graph.get(id) {
+            Value::Global(g) if !out.contains(&g) => out.push(g),
+            Value::List(items) | Value::Set(items) | Value::FrozenSet(items) => stack.extend(items),
+            Value::Tuple(items) => stack.extend(items.iter()),
+            Value::Dict(d) => stack.extend(d.entries.iter().flat_map(|&(k, v)| [k, v])),
+            Value::Object(o) => {
+                stack.extend([o.callable, o.args]);
+                stack.extend(o.state);
+                stack.extend(&o.list_items);
+                stack.extend(o.dict_items.iter().flat_map(|&(k, v)| [k, v]));
+            }
+            Value::PersistentId(v) => stack.push(*v),
+            // A tensor pickles through torch's rebuild functions and storage classes: allowed.
+            _ => {}
+        }
+    }
+    out
+}
+
+/// What a value is, for a warning: an object's class, or the Python type.
+fn class_of(graph: &ObjectGraph, id: ValueId) -> String {
+    match graph.get(id) {
+        Value::Object(o) => match graph.get(o.callable) {
+            Value::Global(g) => g.qualified(),
+            other => format!("made by a {}", other.type_name()),
+        },
+        Value::Global(g) => format!("the global {}", g.qualified()),
+        other => other.type_name().to_string(),
+    }
 }
 
 /// A container of the same class as `src`'s value `id` (a `dict`, or an `OrderedDict` with

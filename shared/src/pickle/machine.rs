@@ -30,6 +30,22 @@ pub trait Hooks {
     ) -> Result<Option<ValueId>, String> {
         Ok(None)
     }
+
+    /// `BUILD` on a tensor or storage: Python would call its `__setstate__` (torch:
+    /// `Tensor.set_`, which changes what the tensor views). `Ok(Some(v))` replaces the stack
+    /// top with `v`; the default refuses, since ignoring the state would read other values
+    /// than torch does.
+    fn build_tensor(
+        &mut self,
+        graph: &mut ObjectGraph,
+        target: ValueId,
+        _state: ValueId,
+    ) -> Result<Option<ValueId>, String> {
+        Err(format!(
+            "BUILD state on a {} (torch would call its __setstate__)",
+            graph.get(target).type_name()
+        ))
+    }
 }
 
 /// Hooks that interpret nothing: every call stays opaque.
@@ -39,10 +55,35 @@ impl Hooks for DefaultHooks {}
 /// One global a pickle imports, with how often and where first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Import {
+    /// What Python's unpickler imports: Python 2 names mapped as `fix_imports` does.
     pub global: Global,
+    /// The name as the pickle writes it, where `fix_imports` maps it to another.
+    pub written: Option<Global>,
+    /// For a name computed at load time (`STACK_GLOBAL` over strings built by calls): the
+    /// callable that builds it. `global` then holds a placeholder.
+    pub computed_by: Option<String>,
+    /// Where the import happens when not in the file's own pickle: the value whose load
+    /// unpickles nested data (`state_dict/x → nested pickle`).
+    pub via: Option<String>,
     pub count: u64,
     /// Byte offset of the first import, in the pickle.
     pub first_offset: u64,
+}
+
+impl Import {
+    /// The name as written in the pickle: what torch's `weights_only` loader maps with its
+    /// own tables and looks up, so what the verdict is about.
+    pub fn weights_only_name(&self) -> &Global {
+        self.written.as_ref().unwrap_or(&self.global)
+    }
+
+    /// The key two imports are merged under: the same global, reached the same way.
+    pub fn same_as(&self, other: &Import) -> bool {
+        self.global == other.global
+            && self.written == other.written
+            && self.computed_by == other.computed_by
+            && self.via == other.via
+    }
 }
 
 /// Interprets one pickle from a cursor into an [`ObjectGraph`].
@@ -54,7 +95,7 @@ pub struct Unpickler<'g> {
     memo: HashMap<u64, ValueId>,
     total_bytes: u64,
     imports: Vec<Import>,
-    import_index: HashMap<Global, usize>,
+    import_index: HashMap<(Global, Option<Global>, Option<String>), usize>,
     protocol: u8,
     op_offset: u64,
 }
@@ -259,24 +300,73 @@ impl<'g> Unpickler<'g> {
     }
 
     fn import(&mut self, module: &str, name: &str) -> Step<()> {
-        // Like CPython's `fix_imports`, protocol 0-2 pickles name Python 2 modules.
-        let module = if self.protocol < 3 {
-            python3_module(module)
+        // Like CPython's `fix_imports`, protocol 0-2 pickles name Python 2 globals.
+        let written = Global::new(module, name);
+        let global = if self.protocol < 3 {
+            python3_name(&written)
         } else {
-            module
+            written.clone()
         };
-        let global = Global::new(module, name);
-        match self.import_index.get(&global) {
+        let written = (global != written).then_some(written);
+        self.record(global.clone(), written, None)?;
+        self.push(Value::Global(global))
+    }
+
+    fn record(
+        &mut self,
+        global: Global,
+        written: Option<Global>,
+        computed_by: Option<String>,
+    ) -> Step<()> {
+        let key = (global, written, computed_by);
+        match self.import_index.get(&key) {
             Some(&i) => self.imports[i].count += 1,
             None => {
-                self.import_index.insert(global.clone(), self.imports.len());
+                self.import_index.insert(key.clone(), self.imports.len());
+                let (global, written, computed_by) = key;
                 self.imports.push(Import {
-                    global: global.clone(),
+                    global,
+                    written,
+                    computed_by,
+                    via: None,
                     count: 1,
                     first_offset: self.op_offset,
                 });
             }
         }
+        Ok(())
+    }
+
+    /// `STACK_GLOBAL` over values that are not plain strings: names built at load time by
+    /// calls (`_codecs.decode(...)`, `str.join`), so which global Python imports is known
+    /// only by running them. Recorded as a computed import naming the callable.
+    fn computed_import(&mut self, module: ValueId, name: ValueId) -> Step<()> {
+        // What is called to make a value: a global, or what a call returned, called again
+        // (`builtins.getattr(...)(...)` for `getattr('', 'join')(parts)`).
+        fn maker(graph: &ObjectGraph, id: ValueId, depth: usize) -> String {
+            match graph.get(id) {
+                Value::Global(g) => g.qualified(),
+                Value::Object(o) if depth < 8 => {
+                    format!("{}(...)", maker(graph, o.callable, depth + 1))
+                }
+                other => format!("a {}", other.type_name()),
+            }
+        }
+        let builder = |id: ValueId| -> Option<String> {
+            match self.graph.get(id) {
+                Value::Str(_) => None,
+                Value::Object(o) => Some(maker(self.graph, o.callable, 0)),
+                other => Some(format!("a {}", other.type_name())),
+            }
+        };
+        let by = [builder(module), builder(name)]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let shown = |id: ValueId| self.graph.as_str(id).unwrap_or("?").to_string();
+        let global = Global::new(&shown(module), &shown(name));
+        self.record(global.clone(), None, Some(by))?;
         self.push(Value::Global(global))
     }
 
@@ -592,13 +682,12 @@ impl<'g> Unpickler<'g> {
             0x93 => {
                 let name = self.pop()?;
                 let module = self.pop()?;
-                let (Some(module), Some(name)) =
-                    (self.graph.as_str(module), self.graph.as_str(name))
+                let (Some(m), Some(n)) = (self.graph.as_str(module), self.graph.as_str(name))
                 else {
-                    return Err("STACK_GLOBAL needs two strings".into());
+                    return self.computed_import(module, name).map(|()| None);
                 };
-                let (module, name) = (module.to_string(), name.to_string());
-                self.import(&module, &name)?;
+                let (m, n) = (m.to_string(), n.to_string());
+                self.import(&m, &n)?;
             }
             0x82..=0x84 => {
                 let code = match op {
@@ -649,8 +738,12 @@ impl<'g> Unpickler<'g> {
                 let target = self.top()?;
                 match self.graph.get_mut(target) {
                     Value::Object(o) => o.state = Some(state),
-                    // torch tensors and storages may carry harmless extra state; keep the tensor.
-                    Value::Tensor(_) | Value::Storage(_) => {}
+                    Value::Tensor(_) | Value::Storage(_) => {
+                        if let Some(v) = hooks.build_tensor(self.graph, target, state)? {
+                            self.pop()?;
+                            self.stack.push(v);
+                        }
+                    }
                     other => return Err(format!("BUILD on a {}", other.type_name())),
                 }
             }
@@ -696,23 +789,25 @@ impl<'g> Unpickler<'g> {
     }
 }
 
-/// The Python 3 name of a Python 2 module (`_compat_pickle.IMPORT_MAPPING`, the entries that
-/// matter for checkpoints and for spotting payloads).
-fn python3_module(module: &str) -> &str {
-    match module {
-        "__builtin__" | "exceptions" => "builtins",
-        "copy_reg" => "copyreg",
-        "cPickle" => "pickle",
-        "UserDict" | "UserList" | "UserString" => "collections",
-        "Queue" => "queue",
-        "StringIO" | "cStringIO" => "io",
-        "urllib2" => "urllib.request",
-        "httplib" => "http.client",
-        "commands" => "subprocess",
-        "thread" => "_thread",
-        "__main__" => "__main__",
-        other => other,
+/// The Python 3 name of a Python 2 global, as `pickle`'s `fix_imports` finds it:
+/// `_compat_pickle.NAME_MAPPING` for the pair, else `IMPORT_MAPPING` for the module.
+fn python3_name(global: &Global) -> Global {
+    let (m, n) = (global.module.as_str(), global.name.as_str());
+    if let Some(&(_, _, pm, pn)) = super::py2::NAME_MAPPING
+        .iter()
+        .find(|&&(wm, wn, _, _)| wm == m && wn == n)
+    {
+        return Global::new(pm, pn);
     }
+    Global::new(python3_module(m), n)
+}
+
+/// The Python 3 name of a Python 2 module (`_compat_pickle.IMPORT_MAPPING`).
+fn python3_module(module: &str) -> &str {
+    super::py2::IMPORT_MAPPING
+        .iter()
+        .find(|&&(w, _)| w == module)
+        .map_or(module, |&(_, p)| p)
 }
 
 fn utf8(bytes: &[u8], what: &str) -> Step<String> {

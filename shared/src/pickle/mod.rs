@@ -15,6 +15,7 @@
 mod bigint;
 mod limits;
 mod machine;
+mod py2;
 mod text;
 mod writer;
 

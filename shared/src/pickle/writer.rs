@@ -11,7 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::{StorageRef, TensorKind, TensorRef};
-use crate::value::{Global, ObjectGraph, ObjectKind, Value, ValueId};
+use crate::value::{ObjectGraph, ObjectKind, Value, ValueId};
 use std::collections::HashMap;
 
 /// Python's pickler batches APPENDS/SETITEMS by this many items.
@@ -24,7 +24,10 @@ pub struct Pickler<'g> {
     graph: &'g ObjectGraph,
     out: Vec<u8>,
     memo: HashMap<ValueId, u32>,
-    globals: HashMap<Global, u32>,
+    /// Memo index of each global written, by module then name (looked up without building
+    /// a key: every tensor writes two or three globals), and how many there are.
+    globals: HashMap<String, HashMap<String, u32>>,
+    global_count: usize,
     /// Output key for each storage value (writers renumber storages densely).
     storage_keys: &'g dyn Fn(ValueId) -> String,
 }
@@ -37,6 +40,7 @@ impl<'g> Pickler<'g> {
             out: Vec::new(),
             memo: HashMap::new(),
             globals: HashMap::new(),
+            global_count: 0,
             storage_keys,
         }
     }
@@ -50,7 +54,7 @@ impl<'g> Pickler<'g> {
     }
 
     fn put(&mut self, id: Option<ValueId>) -> u32 {
-        let index = (self.memo.len() + self.globals.len()) as u32;
+        let index = (self.memo.len() + self.global_count) as u32;
         if index < 256 {
             self.out.extend_from_slice(&[b'q', index as u8]);
         } else {
@@ -118,23 +122,26 @@ impl<'g> Pickler<'g> {
 
     /// `GLOBAL`, with Python 3 module names mapped back to Python 2 for protocol 2.
     fn global(&mut self, module: &str, name: &str) {
-        let g = Global::new(module, name);
-        if let Some(&i) = self.globals.get(&g) {
+        if let Some(&i) = self.globals.get(module).and_then(|names| names.get(name)) {
             self.get(i);
             return;
         }
-        let module = match module {
+        let written = match module {
             "builtins" => "__builtin__",
             "copyreg" => "copy_reg",
             other => other,
         };
         self.out.push(b'c');
-        self.out.extend_from_slice(module.as_bytes());
+        self.out.extend_from_slice(written.as_bytes());
         self.out.push(b'\n');
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(b'\n');
         let index = self.put(None);
-        self.globals.insert(g, index);
+        self.globals
+            .entry(module.to_string())
+            .or_default()
+            .insert(name.to_string(), index);
+        self.global_count += 1;
     }
 
     fn tuple_of(&mut self, items: &[ValueId], depth: usize) -> Result<()> {
@@ -266,6 +273,16 @@ impl<'g> Pickler<'g> {
         if v3 {
             self.global("torch", t.dtype.torch_name());
         }
+        if !t.flags.is_plain() {
+            // The metadata argument, as torch writes it: the view flags that are set.
+            self.out.push(b'}');
+            for (key, on) in [("conj", t.flags.conj), ("neg", t.flags.neg)] {
+                if on {
+                    self.str(key);
+                    self.out.extend_from_slice(&[0x88, b's']);
+                }
+            }
+        }
         self.out.extend_from_slice(b"tR");
         if parameter {
             self.out.push(if t.requires_grad { 0x88 } else { 0x89 });
@@ -338,10 +355,7 @@ impl<'g> Pickler<'g> {
                 self.out.extend_from_slice(&[0x85, b'R']);
                 self.put(Some(id));
             }
-            Value::Global(g) => {
-                let (m, n) = (g.module.clone(), g.name.clone());
-                self.global(&m, &n);
-            }
+            Value::Global(g) => self.global(&g.module, &g.name),
             Value::Object(o) => {
                 match o.kind {
                     ObjectKind::Reduce => {

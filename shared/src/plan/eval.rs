@@ -23,6 +23,48 @@ use std::sync::Arc;
 
 /// The most bytes a transpose, strided gather or compressed storage may pull into memory.
 pub const MAX_MATERIALIZED: u64 = 1 << 30;
+/// Reads of at most this many bytes are served from a read-ahead window of
+/// [`WINDOW_BYTES`] per input, so a file of many tiny tensors costs a read call per window,
+/// not per tensor.
+const SMALL_READ: u64 = 4 << 10;
+const WINDOW_BYTES: u64 = 64 << 10;
+
+/// The last read-ahead window of each input, so that consecutive small reads of one input
+/// (the tensors of a file of many small ones, in order) cost a read call per window.
+#[derive(Debug, Default)]
+pub(super) struct ReadWindows(HashMap<usize, (u64, Vec<u8>)>);
+
+impl ReadWindows {
+    /// Bytes `offset..offset + len` of input `input` (`source`), reading `window` bytes or
+    /// to the end of the input when they are not at hand.
+    pub(super) fn read(
+        &mut self,
+        input: usize,
+        source: &dyn crate::source::Source,
+        offset: u64,
+        len: u64,
+        window: u64,
+    ) -> std::io::Result<&[u8]> {
+        let (from, bytes) = self.0.entry(input).or_default();
+        let end = offset.checked_add(len);
+        let hit = offset >= *from && end.is_some_and(|e| e <= *from + bytes.len() as u64);
+        if !hit {
+            // Past the end, the read of exactly the asked range fails as it would have.
+            let take = match end {
+                Some(e) if e <= source.len() => window.max(len).min(source.len() - offset),
+                _ => len,
+            };
+            bytes.resize(take as usize, 0);
+            *from = offset;
+            if let Err(e) = source.read_at(offset, bytes) {
+                bytes.clear();
+                return Err(e);
+            }
+        }
+        let at = (offset - *from) as usize;
+        Ok(&bytes[at..at + len as usize])
+    }
+}
 
 /// Non-finite values found in computed outputs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +81,9 @@ pub struct ElementReader<'a> {
     materialized: HashMap<usize, Arc<Vec<u8>>>,
     /// Inflated storages of re-zipped files, by `(input, entry offset)`.
     inflated: HashMap<(usize, u64), Arc<Vec<u8>>>,
+    /// The last read-ahead window of each input: its offset and bytes (kept across
+    /// [`ElementReader::clear`]: it is small, and the next tiny tensor is likely in it).
+    windows: ReadWindows,
 }
 
 impl<'a> ElementReader<'a> {
@@ -47,6 +92,7 @@ impl<'a> ElementReader<'a> {
             inputs,
             materialized: HashMap::new(),
             inflated: HashMap::new(),
+            windows: ReadWindows::default(),
         }
     }
 
@@ -102,6 +148,11 @@ impl<'a> ElementReader<'a> {
                 }
             }
             LazyData::Reshape(source) => self.read_bytes(source, start, count, out),
+            LazyData::Flipped { source, neg, conj } => {
+                let at = out.len();
+                self.read_bytes(source, start, count, out)?;
+                flip(&mut out[at..], tensor.dtype, *neg, *conj)
+            }
             LazyData::Slice {
                 source,
                 start: first,
@@ -218,7 +269,16 @@ impl<'a> ElementReader<'a> {
             .ok_or_else(|| Error::torch(format!("view reaches past storage '{}'", storage.key)))?;
         match &storage.data {
             DataLocation::Range { offset: at, .. } => {
-                out.extend_from_slice(&read_vec(source.as_ref(), at + offset, len)?);
+                let (start, fits) = (at + offset, (at + offset).checked_add(len));
+                if len > SMALL_READ || fits.is_none_or(|e| e > source.len()) {
+                    // Large reads go straight to the output; one past the end fails here.
+                    out.extend_from_slice(&read_vec(source.as_ref(), start, len)?);
+                    return Ok(());
+                }
+                let bytes = self
+                    .windows
+                    .read(input, source.as_ref(), start, len, WINDOW_BYTES)?;
+                out.extend_from_slice(bytes);
                 Ok(())
             }
             DataLocation::Deflated {
@@ -287,13 +347,72 @@ pub fn streams(t: &LazyTensor) -> bool {
             matches!(storage.data, DataLocation::Range { .. })
                 && TensorRef::contiguous(&t.shape, strides)
         }
-        LazyData::Cast(s) | LazyData::Reshape(s) | LazyData::Slice { source: s, .. } => streams(s),
+        LazyData::Cast(s)
+        | LazyData::Reshape(s)
+        | LazyData::Slice { source: s, .. }
+        | LazyData::Flipped { source: s, .. } => streams(s),
         LazyData::WeightedSum { a, b, .. } => streams(a) && streams(b),
         LazyData::AddDifference { a, b, c, .. } => streams(a) && streams(b) && streams(c),
         LazyData::Concat(parts) => parts.iter().all(streams),
         LazyData::Constant(_) => true,
         LazyData::Transpose(_) => false,
     }
+}
+
+/// Apply torch's neg / conj view bits to little-endian elements of `dtype` in place:
+/// negation flips a float's sign bit (exact, as torch's `neg` is) and negates an integer
+/// with wrap-around; conjugation negates a complex number's imaginary half.
+fn flip(bytes: &mut [u8], dtype: DType, neg: bool, conj: bool) -> Result<()> {
+    let size = dtype.size() as usize;
+    let flip_float = |b: &mut [u8]| {
+        let last = b.len() - 1;
+        b[last] ^= 0x80;
+    };
+    match dtype {
+        DType::Complex32 | DType::Complex64 | DType::Complex128 => {
+            let half = size / 2;
+            for e in bytes.chunks_exact_mut(size) {
+                let (re, im) = e.split_at_mut(half);
+                if neg {
+                    flip_float(re);
+                }
+                if neg != conj {
+                    flip_float(im);
+                }
+            }
+        }
+        _ if !neg => {} // conj of a real tensor is the tensor
+        DType::Float64
+        | DType::Float32
+        | DType::Float16
+        | DType::BFloat16
+        | DType::Float8E4M3Fn
+        | DType::Float8E5M2 => bytes.chunks_exact_mut(size).for_each(flip_float),
+        DType::Int64
+        | DType::Int32
+        | DType::Int16
+        | DType::Int8
+        | DType::UInt64
+        | DType::UInt32
+        | DType::UInt16
+        | DType::UInt8 => {
+            for e in bytes.chunks_exact_mut(size) {
+                let mut carry = 1u16;
+                for b in e.iter_mut() {
+                    let v = (!*b) as u16 + carry;
+                    *b = v as u8;
+                    carry = v >> 8;
+                }
+            }
+        }
+        other => {
+            return Err(Error::op(format!(
+                "a {} tensor with torch's neg view flag (ldmkit cannot negate that dtype)",
+                other.torch_name()
+            )))
+        }
+    }
+    Ok(())
 }
 
 fn is_half_or_single(d: DType) -> bool {
@@ -494,5 +613,68 @@ pub fn count_non_finite(bytes: &[u8], dtype: DType, into: &mut NonFinite) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{MemSource, Source};
+    use crate::tensor::{StorageRef, TensorKind};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts the reads that reach the input.
+    struct Counting(MemSource, AtomicUsize);
+
+    impl Source for Counting {
+        fn len(&self) -> u64 {
+            self.0.len()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.read_at(offset, buf)
+        }
+    }
+
+    /// A one-element f32 tensor whose storage starts at byte `offset` of input 0.
+    fn scalar_at(offset: u64) -> LazyTensor {
+        let storage = StorageRef {
+            key: offset.to_string(),
+            dtype: DType::Float32,
+            numel: 1,
+            location: "cpu".into(),
+            data: DataLocation::Range { offset, len: 4 },
+            untyped: false,
+            crc32: None,
+        };
+        let view = TensorRef {
+            storage: 0,
+            dtype: DType::Float32,
+            shape: vec![1],
+            strides: vec![1],
+            storage_offset: 0,
+            requires_grad: false,
+            kind: TensorKind::Tensor,
+            flags: Default::default(),
+        };
+        LazyTensor::stored(0, &view, &storage)
+    }
+
+    #[test]
+    fn tiny_tensors_are_read_through_a_window_not_one_call_each() {
+        let n = 40_000u64; // 160 kB: three windows
+        let bytes: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let counting = Arc::new(Counting(MemSource::new(bytes), AtomicUsize::new(0)));
+        let inputs: Vec<SharedSource> = vec![counting.clone()];
+        let mut reader = ElementReader::new(&inputs);
+        for i in 0..n {
+            let v = reader.read_values(&scalar_at(4 * i), 0, 1).unwrap();
+            assert_eq!(v, [i as f64]);
+        }
+        assert_eq!(counting.1.load(Ordering::Relaxed), 3);
+        // Back to the start: the window moves there.
+        assert_eq!(reader.read_values(&scalar_at(0), 0, 1).unwrap(), [0.0]);
+        // Past the end is still an error, not a short window.
+        assert!(reader.read_values(&scalar_at(4 * n - 2), 0, 1).is_err());
     }
 }

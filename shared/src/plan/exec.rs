@@ -1,7 +1,7 @@
 //! Running a plan: streaming its parts into a sink, hashing what must be hashed, reporting
 //! progress and honouring cancellation.
 
-use super::eval::{count_non_finite, streams, ElementReader, NonFinite};
+use super::eval::{count_non_finite, streams, ElementReader, NonFinite, ReadWindows};
 use super::{LazyTensor, Part, Plan};
 use crate::error::{Error, Result};
 use crate::source::{SharedSource, Source};
@@ -16,8 +16,13 @@ const COMPUTE_CHUNK_BYTES: u64 = 2 << 20;
 const MAX_WORKERS: usize = 8;
 /// Bytes per in-kernel copy call.
 const KERNEL_COPY_BYTES: u64 = 64 << 20;
+/// Copies of at most this many bytes are read through a read-ahead window of
+/// `COPY_WINDOW_BYTES`.
+const SMALL_COPY: u64 = 16 << 10;
+const COPY_WINDOW_BYTES: u64 = 256 << 10;
 
-/// Where a plan's bytes go.
+/// Where a plan's bytes go. Whatever a sink's methods fail with, [`execute`] reports as
+/// [`Error::Write`] ("writing failed"), never as a read error.
 pub trait Sink {
     /// Append bytes.
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
@@ -99,6 +104,7 @@ pub fn execute(
         .collect();
     let mut written = 0u64;
     let mut buf = Vec::new();
+    let mut windows = ReadWindows::default();
     for (index, part) in plan.parts.iter().enumerate() {
         let crc = match part {
             Part::Crc(slot) => {
@@ -124,13 +130,13 @@ pub fn execute(
                 hashers[s].update(bytes);
             }
             let copied = match copy {
-                Some((input, source, offset)) => {
-                    sink.copy_range(input, source, offset, bytes.len() as u64)?
-                }
+                Some((input, source, offset)) => sink
+                    .copy_range(input, source, offset, bytes.len() as u64)
+                    .map_err(Error::Write)?,
                 None => false,
             };
             if !copied {
-                sink.write(bytes)?;
+                sink.write(bytes).map_err(Error::Write)?;
             }
             *written += bytes.len() as u64;
             if !progress.advance(*written, total) {
@@ -152,12 +158,31 @@ pub fn execute(
                     .get(*input)
                     .ok_or_else(|| Error::op(format!("input {input} is not open")))?;
                 let mut at = 0;
+                // A small copy (a bias, a counter: files of many tiny tensors are all such) is
+                // cheaper read through a window and written through the sink's buffer than
+                // moved by two calls of its own; unless copies are free for the sink.
+                if *len <= SMALL_COPY && !sink.copies_are_free() {
+                    if *len > 0 {
+                        let bytes = windows.read(
+                            *input,
+                            source.as_ref(),
+                            *offset,
+                            *len,
+                            COPY_WINDOW_BYTES,
+                        )?;
+                        emit(bytes, sink, &mut written, progress, None)?;
+                    }
+                    continue;
+                }
                 // Bytes nobody needs to hash can move inside the kernel, in pieces so that
                 // progress and cancellation keep working.
                 if slot_of[index].is_none() {
                     while at < *len {
                         let n = (*len - at).min(KERNEL_COPY_BYTES);
-                        if !sink.copy_range(*input, source.as_ref(), offset + at, n)? {
+                        let copied = sink
+                            .copy_range(*input, source.as_ref(), offset + at, n)
+                            .map_err(Error::Write)?;
+                        if !copied {
                             break;
                         }
                         at += n;
@@ -296,4 +321,78 @@ fn compute_chunks(
         consume(compute_one(reader, tensor, start, count))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::MemSource;
+    use std::sync::Arc;
+
+    /// Writes straight to a file, unbuffered, so the first write meets the file's error.
+    struct RawFile(std::fs::File);
+
+    impl Sink for RawFile {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            std::io::Write::write_all(&mut self.0, bytes)
+        }
+    }
+
+    fn plan(parts: Vec<Part>) -> Plan {
+        Plan {
+            parts,
+            crc_slots: Vec::new(),
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_full_disk_is_a_write_error() {
+        // /dev/full accepts the open and fails every write with ENOSPC.
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let input: SharedSource = Arc::new(MemSource::new(vec![7u8; 64]));
+        let mut sink = RawFile(full);
+        for part in [
+            Part::Bytes(b"header".to_vec()),
+            Part::Copy {
+                input: 0,
+                offset: 0,
+                len: 64,
+            },
+        ] {
+            let e = execute(
+                &plan(vec![part]),
+                std::slice::from_ref(&input),
+                &mut sink,
+                &mut |_, _| true,
+            )
+            .unwrap_err();
+            assert!(matches!(e, Error::Write(_)), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                "writing failed: No space left on device (os error 28)"
+            );
+        }
+    }
+
+    #[test]
+    fn a_short_input_is_still_a_read_error() {
+        let input: SharedSource = Arc::new(MemSource::new(vec![7u8; 8]));
+        let copy = Part::Copy {
+            input: 0,
+            offset: 0,
+            len: 64,
+        };
+        let e = execute(
+            &plan(vec![copy]),
+            &[input],
+            &mut MemSink::default(),
+            &mut |_, _| true,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Io(_)), "{e:?}");
+        assert!(e.to_string().starts_with("read failed: "), "{e}");
+    }
 }

@@ -54,12 +54,18 @@ pub enum LazyData {
     Concat(Vec<LazyTensor>),
     /// Small bytes made by ldmkit itself (CLIP's `position_ids`), in this tensor's dtype.
     Constant(Arc<Vec<u8>>),
+    /// `source`'s values negated and/or conjugated: a stored tensor with torch's view flags.
+    Flipped {
+        source: LazyTensor,
+        neg: bool,
+        conj: bool,
+    },
 }
 
 impl LazyTensor {
     /// The tensor a reader found in input `input`.
     pub fn stored(input: usize, tensor: &TensorRef, storage: &StorageRef) -> Self {
-        LazyTensor {
+        let bytes = LazyTensor {
             dtype: tensor.dtype,
             shape: tensor.shape.clone(),
             data: Arc::new(LazyData::Stored {
@@ -67,6 +73,19 @@ impl LazyTensor {
                 storage: storage.clone(),
                 strides: tensor.strides.clone(),
                 storage_offset: tensor.storage_offset,
+            }),
+        };
+        if tensor.flags.is_plain() {
+            return bytes;
+        }
+        // Negation is exact in every format, so the flip stays a copy-like read.
+        LazyTensor {
+            dtype: tensor.dtype,
+            shape: tensor.shape.clone(),
+            data: Arc::new(LazyData::Flipped {
+                source: bytes,
+                neg: tensor.flags.neg,
+                conj: tensor.flags.conj,
             }),
         }
     }

@@ -12,7 +12,7 @@ mod run;
 mod text;
 mod url;
 
-pub use run::{output_plan, run, OutputFormat, RunNotes};
+pub use run::{output_plan, output_plan_with, run, OutputFormat, RunNotes};
 pub use text::parse_dtype;
 pub use url::{from_url, to_url, DEFAULT_APP_URL};
 
@@ -64,9 +64,9 @@ pub enum Step {
     Ema(EmaMode),
     /// Cast floating tensors.
     Cast(DType),
-    /// `self·(1−α) + with·α`.
+    /// `self·(1−α) + with·α`, α in [0, 1] (see [`check_alpha`]).
     WeightedSum { with: String, alpha: f64 },
-    /// `self + (b − c)·α`.
+    /// `self + (b − c)·α`, α any finite float32 (see [`check_alpha`]).
     AddDifference { b: String, c: String, alpha: f64 },
     /// Replace a component with the input's.
     Swap { component: Component, from: String },
@@ -78,6 +78,52 @@ pub enum Step {
     Rename { from: String, to: String },
     /// Convert between layouts.
     Convert(Layout),
+}
+
+/// Why `alpha` cannot be the weight of `step` (`weighted-sum` or `add-difference`), if it
+/// cannot; said as the rest of "`alpha` …", e.g. "must be between 0 and 1".
+///
+/// Every merge weight must be finite: NaN or infinity would turn every merged value into NaN
+/// or infinity, a file that loads and then draws noise. Beyond that:
+///
+/// - `weighted-sum`: α in [0, 1], the range of A1111's merger slider (and of the browser
+///   app's field). Inside it the result is a convex combination, so every value lies between
+///   A's and B's and a half-precision merge cannot overflow; outside it is extrapolation,
+///   which A1111's weighted sum never does, so a recipe saying 1.5 more likely means 0.15.
+///   Extrapolating on purpose is `add-difference B A α` (A + (B − A)·α = A·(1−α) + B·α).
+/// - `add-difference`: any α finite in float32, the precision merges are computed in.
+///   Multipliers past 1 (a stronger difference) and below 0 (subtracting one) are both
+///   used, and A + (B − C)·α is unbounded whatever α is, so no narrower range would protect
+///   anything.
+pub fn check_alpha(step: &str, alpha: f64) -> Result<(), &'static str> {
+    if !alpha.is_finite() {
+        return Err("must be a finite number");
+    }
+    match step {
+        "weighted-sum" if !(0.0..=1.0).contains(&alpha) => Err("must be between 0 and 1"),
+        "add-difference" if !(alpha as f32).is_finite() => {
+            Err("must be a finite number (it is computed in float32)")
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Step {
+    /// Refuse numbers this step cannot use ([`check_alpha`]); recipes parsed from text or a
+    /// link are checked already, recipes built in code are checked when they run.
+    pub fn check(&self) -> crate::Result<()> {
+        let (step, alpha) = match self {
+            Step::WeightedSum { alpha, .. } => ("weighted-sum", *alpha),
+            Step::AddDifference { alpha, .. } => ("add-difference", *alpha),
+            _ => return Ok(()),
+        };
+        check_alpha(step, alpha).map_err(|why| {
+            crate::error::Error::Recipe(format!(
+                "{step} alpha {why}, not {}",
+                crate::value::python_float_repr(alpha)
+            ))
+        })
+    }
 }
 
 /// A rewrite: named inputs and the steps applied to them.

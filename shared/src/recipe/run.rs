@@ -2,7 +2,7 @@
 
 use super::{Recipe, Step};
 use crate::error::{Error, Result};
-use crate::ops::{self, EmaMode, Input, Inputs, Working};
+use crate::ops::{self, EmaMode, Input, Inputs, OutputNotes, OutputPolicy, Working};
 use crate::plan::Output;
 use std::collections::BTreeMap;
 
@@ -18,6 +18,9 @@ fn count(n: usize, what: &str) -> String {
 
 /// Apply `recipe` to `bound` (one input per recipe input, in order).
 pub fn run(recipe: &Recipe, inputs: &Inputs, bound: &[Input]) -> Result<(Working, RunNotes)> {
+    for step in &recipe.steps {
+        step.check()?;
+    }
     if bound.len() != recipe.inputs.len() {
         return Err(Error::recipe(format!(
             "needs {} input(s) ({}), got {}",
@@ -145,24 +148,44 @@ pub enum OutputFormat {
     DiffusersFolder,
 }
 
-/// Plan the output of a run. Safetensors files record the recipe in `__metadata__`.
+/// Plan the output of a run under the default policy (entries outside torch's allowlist
+/// dropped); [`output_plan_with`] also says what was dropped.
 pub fn output_plan(
     work: &Working,
     inputs: &Inputs,
     format: OutputFormat,
     recipe: &Recipe,
 ) -> Result<Output> {
+    output_plan_with(work, inputs, format, recipe, OutputPolicy::default()).map(|(o, _)| o)
+}
+
+/// Plan the output of a run. Safetensors files record the recipe in `__metadata__`; torch
+/// files keep what `policy` allows, and the notes say what they left out.
+pub fn output_plan_with(
+    work: &Working,
+    inputs: &Inputs,
+    format: OutputFormat,
+    recipe: &Recipe,
+    policy: OutputPolicy,
+) -> Result<(Output, OutputNotes)> {
     let diffusers = crate::layout::is_diffusers(work);
+    let none = OutputNotes::default;
     match format {
         OutputFormat::Torch | OutputFormat::Safetensors if diffusers => Err(Error::op(
             "the result is in the diffusers layout: write it to a folder, or add 'convert ldm'",
         )),
-        OutputFormat::Torch => Ok(Output::File(ops::torch_plan(work, inputs)?)),
+        OutputFormat::Torch => {
+            let (plan, notes) = ops::torch_plan(work, inputs, policy)?;
+            Ok((Output::File(plan), notes))
+        }
         OutputFormat::Safetensors => {
             let mut metadata = BTreeMap::new();
             metadata.insert("format".to_string(), "pt".to_string());
             metadata.insert("ldmkit_recipe".to_string(), recipe.to_text());
-            Ok(Output::File(ops::safetensors_plan(work, &metadata)?))
+            Ok((
+                Output::File(ops::safetensors_plan(work, &metadata)?),
+                none(),
+            ))
         }
         OutputFormat::DiffusersFolder => {
             if !diffusers {
@@ -170,9 +193,10 @@ pub fn output_plan(
                     "a folder output is the diffusers layout: add 'convert diffusers' (or --layout diffusers)",
                 ));
             }
-            Ok(Output::Folder(crate::write::diffusers::diffusers_folder(
-                work,
-            )?))
+            Ok((
+                Output::Folder(crate::write::diffusers::diffusers_folder(work)?),
+                none(),
+            ))
         }
     }
 }

@@ -93,11 +93,14 @@ pub(super) fn print(recipe: &Recipe) -> String {
     out
 }
 
-fn alpha(s: &str) -> Result<f64> {
-    s.parse::<f64>()
-        .ok()
-        .filter(|a| a.is_finite())
-        .ok_or_else(|| Error::recipe(format!("'{s}' is not a number")))
+/// The weight of `step`, refused unless [`super::check_alpha`] accepts it.
+fn alpha(step: &str, s: &str) -> Result<f64> {
+    let a = s
+        .parse::<f64>()
+        .map_err(|_| Error::recipe(format!("'{s}' is not a number")))?;
+    super::check_alpha(step, a)
+        .map_err(|why| Error::recipe(format!("{step} alpha {why}, not '{s}'")))?;
+    Ok(a)
 }
 
 /// Build a step from its words (shared by the text and URL forms).
@@ -172,7 +175,7 @@ pub(super) fn parse_step(words: &[&str], inputs: &[String]) -> Result<Step> {
             arity(2)?;
             Step::WeightedSum {
                 with: input(words[1])?,
-                alpha: alpha(words[2])?,
+                alpha: alpha(words[0], words[2])?,
             }
         }
         "add-difference" => {
@@ -180,7 +183,7 @@ pub(super) fn parse_step(words: &[&str], inputs: &[String]) -> Result<Step> {
             Step::AddDifference {
                 b: input(words[1])?,
                 c: input(words[2])?,
-                alpha: alpha(words[3])?,
+                alpha: alpha(words[0], words[3])?,
             }
         }
         "swap" => {

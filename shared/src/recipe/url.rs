@@ -133,4 +133,84 @@ mod tests {
         let e = Recipe::from_text("ldmkit-recipe 1\ninputs a\nstrip\n").unwrap_err();
         assert!(e.to_string().contains("first step must be"));
     }
+
+    #[test]
+    fn merge_weights_must_be_finite_and_in_range() {
+        let text = |step: &str| format!("ldmkit-recipe 1\ninputs a b c\nopen a\n{step}\n");
+        let link = |step: &str| format!("#recipe=1;inputs,a,b,c;open,a;{}", step.replace(' ', ","));
+        let refused = [
+            (
+                "weighted-sum b nan",
+                "weighted-sum alpha must be a finite number, not 'nan'",
+            ),
+            ("weighted-sum b inf", "must be a finite number, not 'inf'"),
+            ("weighted-sum b -inf", "must be a finite number, not '-inf'"),
+            (
+                "weighted-sum b 1e400",
+                "must be a finite number, not '1e400'",
+            ),
+            (
+                "weighted-sum b 1.5",
+                "weighted-sum alpha must be between 0 and 1, not '1.5'",
+            ),
+            ("weighted-sum b -0.1", "must be between 0 and 1, not '-0.1'"),
+            ("weighted-sum b x", "'x' is not a number"),
+            (
+                "add-difference b c NaN",
+                "add-difference alpha must be a finite number",
+            ),
+            (
+                "add-difference b c infinity",
+                "must be a finite number, not 'infinity'",
+            ),
+            (
+                "add-difference b c 1e39",
+                "(it is computed in float32), not '1e39'",
+            ),
+        ];
+        for (step, expected) in refused {
+            let e = Recipe::from_text(&text(step)).unwrap_err().to_string();
+            assert!(
+                e.starts_with("recipe: line 4: ") && e.contains(expected),
+                "{step}: {e}"
+            );
+            let e = from_url(&link(step)).unwrap_err().to_string();
+            assert!(
+                e.starts_with("recipe: ") && e.contains(expected),
+                "{step}: {e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        for step in [
+            "weighted-sum b 0",
+            "weighted-sum b 1",
+            "weighted-sum b 0.3",
+            "add-difference b c 1.5",
+            "add-difference b c -1",
+            "add-difference b a 3e38",
+        ] {
+            let r = Recipe::from_text(&text(step)).unwrap();
+            assert_eq!(from_url(&link(step)).unwrap(), r, "{step}");
+            assert_eq!(from_url(&to_url(&r, DEFAULT_APP_URL)).unwrap(), r, "{step}");
+        }
+    }
+
+    #[test]
+    fn recipes_built_in_code_are_checked_when_they_run() {
+        use crate::recipe::presets;
+        let bad = presets::weighted_sum(f64::NAN, None);
+        let e = bad.steps.iter().find_map(|s| s.check().err()).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "recipe: weighted-sum alpha must be a finite number, not nan"
+        );
+        let ok = presets::add_difference(2.0, None);
+        assert!(ok.steps.iter().all(|s| s.check().is_ok()));
+        let ops = crate::ops::Inputs::new();
+        let e = crate::recipe::run(&bad, &ops, &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("alpha must be a finite number"),
+            "{e}"
+        );
+    }
 }

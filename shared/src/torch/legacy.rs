@@ -6,7 +6,6 @@
 
 use super::rebuild::{StorageLocator, TorchHooks};
 use crate::checkpoint::{ContainerInfo, Parsed};
-use crate::container::detect::LEGACY_MAGIC;
 use crate::error::{Error, Result};
 use crate::pickle::{DefaultHooks, Import, Limits, Unpickler};
 use crate::source::{Cursor, Source};
@@ -44,7 +43,7 @@ pub(crate) fn read(
     let mut cursor = Cursor::new(source, 0, source.len());
 
     let (g, magic) = header_pickle(&mut cursor, limits, imports, "magic number")?;
-    let magic_ok = matches!(g.get(magic), Value::BigInt(b) if b[..] == LEGACY_MAGIC[..]);
+    let magic_ok = crate::container::detect::is_legacy_magic(g.get(magic));
     if !magic_ok {
         return Err(Error::torch("legacy file: wrong magic number"));
     }

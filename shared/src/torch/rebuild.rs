@@ -8,7 +8,7 @@
 
 use crate::dtype::DType;
 use crate::pickle::Hooks;
-use crate::tensor::{DataLocation, StorageRef, TensorKind, TensorRef};
+use crate::tensor::{DataLocation, StorageRef, TensorKind, TensorRef, ViewFlags};
 use crate::value::{ObjectGraph, Value, ValueId};
 use std::collections::HashMap;
 
@@ -142,6 +142,31 @@ impl<L: StorageLocator> TorchHooks<L> {
             .get(4)
             .and_then(|&r| graph.as_int(r))
             .is_some_and(|v| v != 0);
+        // `_rebuild_tensor_v2`'s metadata: torch's view flags, which change the values.
+        let mut flags = ViewFlags::default();
+        let metadata = if dtype_arg.is_some() {
+            args.get(7)
+        } else {
+            args.get(6)
+        };
+        if let Some(&m) = metadata {
+            for &(k, v) in graph.dict_items(m).unwrap_or(&[]) {
+                let on = graph.as_int(v).is_some_and(|b| b != 0);
+                match graph.as_str(k) {
+                    Some("neg") => flags.neg = on,
+                    Some("conj") => flags.conj = on,
+                    // torch sets its own metadata keys; one we do not know might change the
+                    // values too, so it is refused rather than ignored.
+                    _ if !on => {}
+                    other => {
+                        return Err(format!(
+                            "{func}: tensor metadata '{}' (a view flag ldmkit does not know)",
+                            other.unwrap_or("?")
+                        ))
+                    }
+                }
+            }
+        }
         Ok(graph.push(Value::Tensor(Box::new(TensorRef {
             storage: storage_id,
             dtype,
@@ -150,6 +175,7 @@ impl<L: StorageLocator> TorchHooks<L> {
             storage_offset: offset,
             requires_grad,
             kind: TensorKind::Tensor,
+            flags,
         }))))
     }
 
@@ -215,7 +241,75 @@ impl<L: StorageLocator> TorchHooks<L> {
     }
 }
 
+impl<L: StorageLocator> TorchHooks<L> {
+    /// `Tensor.__setstate__` (what `BUILD` on a tensor runs; the `weights_only` loader calls
+    /// `set_` directly): a 4-tuple re-points the view (`set_(storage, offset, size, stride)`),
+    /// a 5-tuple replaces the data with its first item, a 3-tuple sets `requires_grad`.
+    /// The tensor is changed in place, as torch changes it, so every reference sees it.
+    fn set_state(
+        &mut self,
+        graph: &mut ObjectGraph,
+        target: ValueId,
+        state: ValueId,
+    ) -> Result<(), String> {
+        let Value::Tensor(old) = graph.get(target) else {
+            return Err(format!(
+                "BUILD state on a {} (torch would call its __setstate__)",
+                graph.get(target).type_name()
+            ));
+        };
+        let old = (**old).clone();
+        let items = graph
+            .as_seq(state)
+            .map(<[ValueId]>::to_vec)
+            .ok_or("BUILD state on a tensor is not a tuple")?;
+        let mut new = match items.len() {
+            4 => {
+                let rebuilt = self.rebuild_tensor(graph, &items, None, "Tensor.set_")?;
+                let Value::Tensor(t) = graph.get(rebuilt) else {
+                    unreachable!("rebuild_tensor makes tensors")
+                };
+                let mut t = (**t).clone();
+                t.requires_grad = old.requires_grad;
+                t
+            }
+            5 => match graph.get(items[0]) {
+                Value::Tensor(t) => {
+                    let mut t = (**t).clone();
+                    t.requires_grad = graph.as_int(items[3]).is_some_and(|v| v != 0);
+                    t
+                }
+                other => {
+                    return Err(format!(
+                        "BUILD state on a tensor sets its data to a {}",
+                        other.type_name()
+                    ))
+                }
+            },
+            3 => {
+                let mut t = old.clone();
+                t.requires_grad = graph.as_int(items[0]).is_some_and(|v| v != 0);
+                t
+            }
+            n => return Err(format!("BUILD state on a tensor is a {n}-tuple")),
+        };
+        new.kind = old.kind;
+        *graph.get_mut(target) = Value::Tensor(Box::new(new));
+        Ok(())
+    }
+}
+
 impl<L: StorageLocator> Hooks for TorchHooks<L> {
+    fn build_tensor(
+        &mut self,
+        graph: &mut ObjectGraph,
+        target: ValueId,
+        state: ValueId,
+    ) -> Result<Option<ValueId>, String> {
+        self.set_state(graph, target, state)?;
+        Ok(None)
+    }
+
     fn persistent_load(
         &mut self,
         graph: &mut ObjectGraph,

@@ -106,8 +106,17 @@ pub(crate) fn read(
     })?;
     let byteorder = small_record(source, &archive, &format!("{prefix}/byteorder"))?;
     if let Some(order) = &byteorder {
-        if order != "little" && order != "big" {
-            return Err(Error::torch(format!("byteorder record says '{order}'")));
+        match order.as_str() {
+            "little" => {}
+            // torch byte-swaps such a file on load; reading its bytes as they are would give
+            // other values than torch's, so it is refused until a swap is written.
+            "big" => {
+                return Err(Error::torch(
+                    "the archive's byteorder record says 'big' (saved on a big-endian machine); \
+                     its tensors would read wrong here, so it is refused",
+                ))
+            }
+            _ => return Err(Error::torch(format!("byteorder record says '{order}'"))),
         }
     }
     let version = match small_record(source, &archive, &format!("{prefix}/version"))? {

@@ -257,6 +257,7 @@ mod tests {
             storage_offset: 0,
             requires_grad: false,
             kind: TensorKind::Tensor,
+            flags: Default::default(),
         };
         LazyTensor::stored(input, &view, &storage)
     }

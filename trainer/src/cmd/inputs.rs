@@ -57,8 +57,8 @@ pub fn payload_warnings(path: &Path, input: &Input, inputs: &Inputs) -> Vec<Stri
         .files
         .iter()
         .filter_map(|(component, index)| {
-            let dangerous = inputs.checkpoint(*index).dangerous_globals();
-            if dangerous.is_empty() {
+            let refused = inputs.checkpoint(*index).refused_globals(true);
+            if refused.is_empty() {
                 return None;
             }
             let part = if component.is_empty() {
@@ -67,10 +67,10 @@ pub fn payload_warnings(path: &Path, input: &Input, inputs: &Inputs) -> Vec<Stri
                 format!(" ({component})")
             };
             Some(format!(
-                "warning: {}{part}: imports {} — code that runs when Python loads the file \
-                 (never run here; only its tensors are read)",
+                "warning: {}{part}: imports globals torch's weights_only loader refuses: {} — \
+                 Python would import and call them when loading the file (never run here; only its tensors are read)",
                 path.display(),
-                dangerous.join(", ")
+                refused.join(", ")
             ))
         })
         .collect()

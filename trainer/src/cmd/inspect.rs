@@ -5,7 +5,7 @@ use crate::cli::InspectArgs;
 use crate::format::{bar, bytes, count};
 use ldmkit_core::checkpoint::ContainerInfo;
 use ldmkit_core::report::{Report, TensorEntry};
-use ldmkit_core::safety::Verdict;
+use ldmkit_core::safety::{Verdict, TRAINING_EXTENSION_NAME};
 use ldmkit_core::scan::scan;
 use ldmkit_core::Checkpoint;
 
@@ -22,7 +22,7 @@ pub fn run(args: &InspectArgs) -> u8 {
     };
     let report = match open_source(&args.file).and_then(|source| {
         let ckpt = Checkpoint::open(source.clone())
-            .map_err(|e| with_dangerous_globals(e.to_string(), source))?;
+            .map_err(|e| with_refused_globals(e.to_string(), source))?;
         Report::new(&ckpt).map_err(|e| e.to_string())
     }) {
         Ok(r) => r,
@@ -52,21 +52,27 @@ pub fn run(args: &InspectArgs) -> u8 {
     0
 }
 
-/// A file that fails to read may still import dangerous globals (a payload before the
-/// break, or a bare pickle); say so, since torch.load would have run them.
-fn with_dangerous_globals(message: String, source: ldmkit_core::source::SharedSource) -> String {
-    let dangerous: Vec<String> = scan(source)
+/// A file that fails to read may still import globals (a payload before the break); say so,
+/// since torch.load would have imported and called them.
+fn with_refused_globals(message: String, source: ldmkit_core::source::SharedSource) -> String {
+    if message.starts_with("a bare pickle") {
+        return message; // already names them
+    }
+    let refused: Vec<String> = scan(source)
         .globals
         .into_iter()
-        .filter(|g| g.verdict == Verdict::Dangerous)
-        .map(|g| g.name)
+        .filter(|g| g.verdict == Verdict::NotAllowed)
+        .map(|g| match &g.why {
+            Some(why) => format!("{} ({why})", g.located()),
+            None => g.located(),
+        })
         .collect();
-    if dangerous.is_empty() {
+    if refused.is_empty() {
         message
     } else {
         format!(
-            "{message}; it imports DANGEROUS globals that run code under torch.load/pickle (not run here): {}",
-            dangerous.join(", ")
+            "{message}; it imports globals torch's weights_only loader refuses, which torch.load/pickle would run (not run here): {}",
+            refused.join(", ")
         )
     }
 }
@@ -91,6 +97,10 @@ fn print_summary(file: &str, r: &Report) {
             storages,
             ..
         } => format!("legacy torch (pre-1.6 stacked pickles, protocol {pickle_protocol}, {storages} storages)"),
+        ContainerInfo::TorchTar {
+            pickle_protocol,
+            storages,
+        } => format!("PyTorch 0.1 tar format (pickle protocol {pickle_protocol}, {storages} storages)"),
         ContainerInfo::Safetensors { header_len, metadata } => {
             format!("safetensors ({} header, {} metadata keys)", bytes(*header_len), metadata.len())
         }
@@ -185,24 +195,31 @@ fn print_summary(file: &str, r: &Report) {
     }
 
     println!();
+    let refused = r
+        .globals
+        .iter()
+        .filter(|g| g.verdict != Verdict::Allowed)
+        .count();
     match r.worst_verdict() {
-        _ if r.globals.is_empty() => {
+        _ if r.globals.is_empty() && r.polyglot.is_none() => {
             println!("  safety        no pickle: nothing is executed when this file is loaded")
         }
         Verdict::Allowed => println!(
-            "  safety        all {} globals are ones torch.load(weights_only=True) accepts",
+            "  safety        allowed: all {} globals are ones torch.load(weights_only=True) accepts",
             r.globals.len()
         ),
-        Verdict::Unknown => println!(
-            "  safety        {} globals outside torch's weights_only allowlist (none known to run code; ldmkit never runs them)",
-            r.unsafe_globals.len()
+        Verdict::Training => println!(
+            "  safety        training state: {refused} globals outside torch's weights_only allowlist, all in the {TRAINING_EXTENSION_NAME} extension (ldmkit never runs them)"
         ),
-        Verdict::Dangerous => println!(
-            "  safety        DANGEROUS: loading this file with torch.load/pickle would run code (ldmkit did not)"
+        Verdict::NotAllowed => println!(
+            "  safety        NOT ALLOWED: torch.load(weights_only=True) refuses {refused} of its globals; loading it with torch.load/pickle would import and call them (ldmkit did not)"
         ),
     }
+    if let Some(note) = &r.polyglot {
+        println!("    {:<12} {note}", Verdict::NotAllowed.label());
+    }
     for g in &r.globals {
-        println!("    {:<10}{} ({}x)", g.verdict.label(), g.name, g.count);
+        println!("    {}", super::scan::global_line(g));
     }
 }
 

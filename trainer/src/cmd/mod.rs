@@ -11,6 +11,7 @@ pub mod pre_encode;
 pub mod rewrite;
 pub mod sample;
 pub mod scan;
+pub mod scan_dir;
 pub mod shortcuts;
 pub mod stats;
 pub mod tokenize;

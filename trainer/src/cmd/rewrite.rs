@@ -1,12 +1,16 @@
 //! Running a recipe from the command line: open inputs, run, write through a temporary file
 //! with a progress bar, rename on success. Every rewrite command ends here.
+//!
+//! Ctrl-C, SIGTERM and SIGHUP (ctrlc's `termination` feature) all cancel between chunks, so
+//! the temporary is removed on the way out; an error of the output is said as "writing
+//! failed", never as a read error of an input.
 
 use super::inputs::{open_input, payload_warnings};
 use super::{report_error, EXIT_ERROR};
 use crate::cli::OutputArgs;
 use crate::format::bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use ldmkit_core::ops::Inputs;
+use ldmkit_core::ops::{Inputs, OutputPolicy};
 use ldmkit_core::plan::{execute, ExecReport, FileSink, FolderSink, Output, Plan};
 use ldmkit_core::recipe::{self, OutputFormat, Recipe};
 use ldmkit_core::source::SharedSource;
@@ -14,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
+/// Exit code after Ctrl-C (128 + SIGINT, as shells report it), also used for SIGTERM and
+/// SIGHUP: the handler cannot tell them apart.
 const EXIT_CANCELLED: u8 = 130;
 /// Outputs smaller than this finish too fast to need a progress bar.
 const PROGRESS_MIN_BYTES: u64 = 200_000_000;
@@ -108,10 +113,15 @@ pub fn run_with_intro(
         Ok(r) => r,
         Err(e) => return fail(&paths[0], &e),
     };
-    let output = match recipe::output_plan(&work, &inputs, format, recipe) {
-        Ok(o) => o,
-        Err(e) => return fail(out, &e),
+    let policy = OutputPolicy {
+        keep_foreign: out_args.keep_foreign,
     };
+    let (output, output_notes) =
+        match recipe::output_plan_with(&work, &inputs, format, recipe, policy) {
+            Ok(o) => o,
+            Err(e) => return fail(out, &e),
+        };
+    warnings.extend(output_notes.warnings.iter().cloned());
     // Only once the output is sure to be written: a refused rewrite stays one line.
     for line in intro.iter().chain(&warnings) {
         eprintln!("{line}");
@@ -134,7 +144,16 @@ pub fn run_with_intro(
                     report.non_finite.len() - SHOWN
                 );
             }
-            eprintln!("wrote {} ({})", out.display(), bytes(report.bytes_written));
+            let foreign = if output_notes.foreign_kept {
+                "; it keeps globals torch's weights_only loader refuses (--keep-foreign), so it is NOT loadable with torch.load(weights_only=True)"
+            } else {
+                ""
+            };
+            eprintln!(
+                "wrote {} ({}){foreign}",
+                out.display(),
+                bytes(report.bytes_written)
+            );
             0
         }
         Err(WriteError::Cancelled) => {
@@ -167,7 +186,8 @@ fn progress_bar(total: u64) -> ProgressBar {
 }
 
 fn write(output: &Output, sources: &[SharedSource], out: &Path) -> Result<ExecReport, WriteError> {
-    // Ctrl-C cancels between chunks, so the temporary file is removed on the way out.
+    // Ctrl-C, SIGTERM and SIGHUP cancel between chunks, so the temporary file is removed on
+    // the way out.
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     let bar = Arc::new(progress_bar(output.len()));
     let total = output.len();
@@ -186,7 +206,8 @@ fn write(output: &Output, sources: &[SharedSource], out: &Path) -> Result<ExecRe
         base += plan.len();
         Ok(r)
     };
-    let io = |e: std::io::Error| WriteError::Failed(e.to_string());
+    // Creating, flushing and renaming the output: its own errors, whatever they are.
+    let io = |e: std::io::Error| WriteError::Failed(ldmkit_core::Error::Write(e).to_string());
     let report = match output {
         Output::File(plan) => {
             let mut sink = FileSink::create(out).map_err(io)?;
@@ -195,7 +216,10 @@ fn write(output: &Output, sources: &[SharedSource], out: &Path) -> Result<ExecRe
             r
         }
         Output::Folder(files) => {
-            let folder = FolderSink::create(out).map_err(io)?;
+            let folder = FolderSink::create(out).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => WriteError::Failed(e.to_string()),
+                _ => io(e),
+            })?;
             let mut all = ExecReport::default();
             for (name, plan) in files {
                 let mut sink = folder.file(name).map_err(io)?;

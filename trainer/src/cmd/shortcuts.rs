@@ -4,7 +4,8 @@ use super::rewrite;
 use super::EXIT_ERROR;
 use crate::cli::*;
 use ldmkit_core::ops::EmaMode;
-use ldmkit_core::recipe::{parse_dtype, presets, Layout, Recipe, Step};
+use ldmkit_core::recipe::{check_alpha, parse_dtype, presets, Layout, Recipe, Step};
+use ldmkit_core::value::python_float_repr;
 use ldmkit_core::DType;
 
 fn dtype(arg: &Option<String>) -> Result<Option<DType>, u8> {
@@ -23,6 +24,21 @@ fn ema(use_ema: bool, keep: bool) -> EmaMode {
         (_, true) => EmaMode::Keep,
         _ => EmaMode::Drop,
     }
+}
+
+/// `--alpha` of `step`, refused in one line unless the recipe would accept it.
+fn alpha(step: &str, alpha: f64) -> Result<f64, u8> {
+    check_alpha(step, alpha).map(|()| alpha).map_err(|why| {
+        let shown = python_float_repr(alpha);
+        let hint = if step == "weighted-sum" && alpha.is_finite() {
+            let sep = if alpha < 0.0 { "=" } else { " " };
+            format!(" (to extrapolate: ldmkit add-difference A B A --alpha{sep}{shown})")
+        } else {
+            String::new()
+        };
+        eprintln!("error: --alpha {why}, not {shown}{hint}");
+        EXIT_ERROR
+    })
 }
 
 macro_rules! dtype_or_exit {
@@ -56,12 +72,18 @@ pub fn convert(a: &ConvertArgs) -> u8 {
 }
 
 pub fn weighted_sum(a: &WeightedSumArgs) -> u8 {
-    let r = presets::weighted_sum(a.alpha, dtype_or_exit!(&a.out.dtype));
+    let Ok(alpha) = alpha("weighted-sum", a.alpha) else {
+        return EXIT_ERROR;
+    };
+    let r = presets::weighted_sum(alpha, dtype_or_exit!(&a.out.dtype));
     rewrite::run(&r, &[a.a.clone(), a.b.clone()], &a.out)
 }
 
 pub fn add_difference(a: &AddDifferenceArgs) -> u8 {
-    let r = presets::add_difference(a.alpha, dtype_or_exit!(&a.out.dtype));
+    let Ok(alpha) = alpha("add-difference", a.alpha) else {
+        return EXIT_ERROR;
+    };
+    let r = presets::add_difference(alpha, dtype_or_exit!(&a.out.dtype));
     rewrite::run(&r, &[a.a.clone(), a.b.clone(), a.c.clone()], &a.out)
 }
 

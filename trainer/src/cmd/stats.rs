@@ -11,7 +11,7 @@ use ldmkit_core::Checkpoint;
 fn compute(args: &StatsArgs) -> Result<(String, String, Vec<u64>, TensorStats), String> {
     let source = open_source(&args.file)?;
     let ckpt = Checkpoint::open(source.clone()).map_err(|e| e.to_string())?;
-    let tensors = ckpt.tensors().map_err(|e| e.to_string())?;
+    let tensors = ckpt.tensors_named_once().map_err(|e| e.to_string())?;
     let found = tensors
         .iter()
         .find(|t| t.name == args.key)

@@ -105,8 +105,12 @@ fn launch(a: &TrainArgs) -> Result<u8, String> {
         let command: Vec<std::ffi::OsString> = std::iter::once(exe.into_os_string())
             .chain(std::env::args_os().skip(1))
             .collect();
-        // Ctrl-C reaches the ranks directly; the launcher waits for them to save and stop.
-        let _ = ctrlc::set_handler(|| {});
+        // Ctrl-C, SIGTERM and SIGHUP reach the launcher only (the ranks have a process group of
+        // their own); it passes one SIGTERM to each rank and waits for them to save and stop.
+        let _ = ctrlc::set_handler(|| {
+            crate::train::dist::launch::STOP_REQUESTED
+                .store(true, std::sync::atomic::Ordering::SeqCst)
+        });
         if !a.quiet {
             eprintln!(
                 "starting {} rank{} on this node ({} in all, node {} of {})",

@@ -201,7 +201,13 @@ impl Plan {
         let mut ranks: Vec<Rank> = Vec::new();
         for (local, gpu) in visible.iter().take(self.gpus).enumerate() {
             let rank = self.node_rank * self.gpus + local;
-            let child = Command::new(program)
+            let mut cmd = Command::new(program);
+            // Ranks get a process group of their own, so a terminal's Ctrl-C (or a SIGTERM or
+            // SIGHUP to the launcher) reaches each rank once, forwarded by the launcher
+            // ([`supervise`]): a rank that sees two signals stops without saving.
+            #[cfg(unix)]
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            let child = cmd
                 .args(args)
                 .env(ENV_RANK, rank.to_string())
                 .env(ENV_WORLD, self.world().to_string())
@@ -239,7 +245,20 @@ const EXIT_CANCELLED: i32 = 130;
 /// (0, 130 when the ranks were interrupted) or the failure's message.
 pub fn supervise(mut ranks: Vec<Rank>) -> Result<u8, String> {
     let mut done: Vec<Option<ExitStatus>> = vec![None; ranks.len()];
+    let mut forwarded = false;
     loop {
+        if !forwarded && STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst) {
+            // One SIGTERM each: the ranks save a checkpoint and stop, as on Ctrl-C.
+            forwarded = true;
+            #[cfg(unix)]
+            for (r, d) in ranks.iter().zip(&done) {
+                if d.is_none() {
+                    unsafe {
+                        libc::kill(r.child.id() as libc::pid_t, libc::SIGTERM);
+                    }
+                }
+            }
+        }
         for (i, r) in ranks.iter_mut().enumerate() {
             if done[i].is_some() {
                 continue;
@@ -285,6 +304,10 @@ fn describe(status: ExitStatus) -> String {
         None => "ended".into(),
     }
 }
+
+/// Set by the launcher's signal handler (Ctrl-C, SIGTERM, SIGHUP); [`supervise`] passes it on.
+pub static STOP_REQUESTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Ask every still-running rank to stop, then kill those that do not within [`GRACE`].
 fn stop(ranks: &mut [Rank]) {
