@@ -11,6 +11,7 @@ run() {
     echo "$1 exit $?" >> logs/summary.txt
 }
 : > logs/summary.txt
-run pickle_machine & run zip_reader & wait
-run safetensors_header & run checkpoint & wait
+run pickle_machine & run checkpoint & wait
+run rewrite & run zip_reader & wait
+run safetensors_header & run recipe & wait
 cat logs/summary.txt
