@@ -7,7 +7,7 @@
 use super::rebuild::{StorageLocator, TorchHooks};
 use crate::checkpoint::{ContainerInfo, Parsed};
 use crate::error::{Error, Result};
-use crate::pickle::{DefaultHooks, Import, Limits, Unpickler};
+use crate::pickle::{Import, Limits, Unpickler};
 use crate::source::{Cursor, Source};
 use crate::tensor::DataLocation;
 use crate::value::{ObjectGraph, Value};
@@ -27,12 +27,7 @@ fn header_pickle(
     imports: &mut Vec<Import>,
     what: &str,
 ) -> Result<(ObjectGraph, u32)> {
-    let mut graph = ObjectGraph::new();
-    let mut unpickler = Unpickler::new(&mut graph, limits);
-    let root = unpickler.load(cursor, &mut DefaultHooks);
-    imports.extend_from_slice(unpickler.imports());
-    let root = root.map_err(|e| Error::torch(format!("legacy {what} pickle: {e}")))?;
-    Ok((graph, root))
+    super::plain_pickle(cursor, limits, imports, &format!("legacy {what} pickle"))
 }
 
 pub(crate) fn read(

@@ -11,3 +11,24 @@ pub(crate) mod legacy;
 pub(crate) mod rebuild;
 pub(crate) mod tar_format;
 pub(crate) mod zip_format;
+
+use crate::error::Result;
+use crate::pickle::{DefaultHooks, Import, Limits, Unpickler};
+use crate::source::Cursor;
+use crate::value::{ObjectGraph, ValueId};
+
+/// One plain pickle at the cursor (no torch hooks), its imports collected even when it
+/// fails; `context` names it in the error (`legacy sys_info pickle`, `tar 'storages'`).
+pub(crate) fn plain_pickle(
+    cursor: &mut Cursor<'_>,
+    limits: Limits,
+    imports: &mut Vec<Import>,
+    context: &str,
+) -> Result<(ObjectGraph, ValueId)> {
+    let mut graph = ObjectGraph::new();
+    let mut unpickler = Unpickler::new(&mut graph, limits);
+    let root = unpickler.load(cursor, &mut DefaultHooks);
+    imports.extend_from_slice(unpickler.imports());
+    let root = root.map_err(|e| crate::error::Error::torch(format!("{context}: {e}")))?;
+    Ok((graph, root))
+}

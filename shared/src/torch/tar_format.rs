@@ -14,7 +14,7 @@
 use crate::checkpoint::{ContainerInfo, Parsed};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::pickle::{DefaultHooks, Hooks, Import, Limits, Unpickler};
+use crate::pickle::{Hooks, Import, Limits, Unpickler};
 use crate::source::{Cursor, Source};
 use crate::tensor::{DataLocation, StorageRef, TensorKind, TensorRef};
 use crate::value::{ObjectGraph, Value, ValueId};
@@ -90,12 +90,7 @@ fn small_pickle(
     imports: &mut Vec<Import>,
     what: &str,
 ) -> Result<(ObjectGraph, ValueId)> {
-    let mut graph = ObjectGraph::new();
-    let mut unpickler = Unpickler::new(&mut graph, limits);
-    let root = unpickler.load(cursor, &mut DefaultHooks);
-    imports.extend_from_slice(unpickler.imports());
-    let root = root.map_err(|e| Error::torch(format!("tar '{what}': {e}")))?;
-    Ok((graph, root))
+    super::plain_pickle(cursor, limits, imports, &format!("tar '{what}'"))
 }
 
 fn count(g: &ObjectGraph, id: ValueId, what: &str, limits: Limits) -> Result<usize> {
