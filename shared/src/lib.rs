@@ -26,11 +26,13 @@
 //! Nothing here does platform I/O beyond the native [`source::FileSource`]; the crate builds
 //! for `wasm32-unknown-unknown`, where the browser supplies its own source.
 
+pub mod adapter;
 pub mod analysis;
 pub mod checkpoint;
 pub mod container;
 pub mod dtype;
 pub mod error;
+pub mod hash;
 pub mod layout;
 pub mod model;
 pub mod ops;

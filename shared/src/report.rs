@@ -148,6 +148,12 @@ pub struct Report {
     /// Set for a file that is valid safetensors and also a pickle torch would unpickle.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub polyglot: Option<String>,
+    /// Set when the file is a LoRA / LyCORIS adapter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<crate::adapter::summary::AdapterReport>,
+    /// Set when the file looks like an adapter but is malformed: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter_error: Option<String>,
     pub metadata: ReportMetadata,
 }
 
@@ -205,10 +211,34 @@ impl Report {
             .map(GlobalEntry::located)
             .collect();
         let architecture_detail = detect_architecture(&state_keys);
+        let (adapter, adapter_error) = match crate::adapter::summary::from_checkpoint(ckpt) {
+            Ok(Some(a)) => {
+                let metadata = match &ckpt.info {
+                    ContainerInfo::Safetensors { metadata, .. } => metadata.clone(),
+                    _ => BTreeMap::new(),
+                };
+                (
+                    Some(crate::adapter::summary::summarise(&a, &metadata)),
+                    None,
+                )
+            }
+            Ok(None) => (None, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let architecture = match &adapter {
+            Some(a) => format!(
+                "adapter-{}",
+                serde_json::to_value(a.base)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ),
+            None => architecture_detail.label(),
+        };
         Ok(Report {
             format: ckpt.format.name(),
             file_size: ckpt.source.len(),
-            architecture: architecture_detail.label(),
+            architecture,
             architecture_detail,
             tensors,
             components,
@@ -217,6 +247,8 @@ impl Report {
             globals,
             unsafe_globals,
             polyglot: ckpt.polyglot.clone(),
+            adapter,
+            adapter_error,
             metadata: ReportMetadata {
                 container: ckpt.info.clone(),
                 lightning: lightning_info(ckpt),

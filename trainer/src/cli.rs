@@ -48,6 +48,21 @@ pub enum Command {
     AddDifference(AddDifferenceArgs),
     /// Replace a model's VAE with another one's (a full checkpoint or a VAE-only file).
     BakeVae(BakeVaeArgs),
+    /// Bake LoRA / LoCon / DoRA / LyCORIS adapters into a checkpoint, as A1111, ComfyUI and
+    /// kohya's merge_lora.py do: W += ratio · alpha/rank · ΔW, text encoders included, with
+    /// diffusers' fuse_lora rounding. Untouched tensors are copied as they are.
+    ///
+    /// Each LORA may carry its ratio and block weights: `style.safetensors:0.8` or
+    /// `char.safetensors:1:OUTS` (LBW presets NONE ALL INS IND INALL MIDD OUTD OUTS OUTALL
+    /// ALL0.5, or 26 / 17 weights for SD 1.x/2.x, 20 / 12 for SDXL: BASE, IN00…, M00, OUT00…).
+    BakeLora(BakeLoraArgs),
+    /// Print a file's hashes as the ecosystem names them: AutoV2 (A1111, Civitai), AutoV3 =
+    /// kohya's sshs_model_hash (SHA-256 of the tensor bytes), A1111's legacy hash, SHA-256.
+    Hash(HashArgs),
+    /// Show or edit a safetensors file's metadata (title, trigger words, description,
+    /// modelspec.* and kohya ss_* fields). The header is rewritten and the tensor bytes copied
+    /// as they are, so AutoV3 / sshs_model_hash stays and AutoV2 changes.
+    Meta(MetaArgs),
     /// Run a recipe (its text form in a file, or a recipe link) on input files.
     Apply(ApplyArgs),
     /// Compare two checkpoints: keys only in one, shape or dtype changes, and how much each
@@ -157,6 +172,11 @@ pub struct WeightedSumArgs {
     /// Weight of B, from 0 (A) to 1 (B).
     #[arg(long)]
     pub alpha: f64,
+    /// Block-weighted merge (supermerger): alpha per block, 26 values for SD 1.x/2.x
+    /// (BASE = text encoder, IN00-IN11, M00, OUT00-OUT11) or 20 for SDXL; --alpha stays the
+    /// weight of everything outside the blocks (the VAE).
+    #[arg(long, value_name = "W,W,...")]
+    pub blocks: Option<String>,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -169,8 +189,61 @@ pub struct AddDifferenceArgs {
     /// Weight of (B - C), any finite number.
     #[arg(long)]
     pub alpha: f64,
+    /// Block weights as for weighted-sum: the weight of (B - C) per block.
+    #[arg(long, value_name = "W,W,...")]
+    pub blocks: Option<String>,
     #[command(flatten)]
     pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BakeLoraArgs {
+    /// The checkpoint to bake into (LDM single file or diffusers folder).
+    pub model: PathBuf,
+    /// Adapters, each `FILE[:RATIO[:BLOCKS]]` (ratio 1 when left out).
+    #[arg(required = true, value_name = "LORA[:RATIO[:BLOCKS]]")]
+    pub loras: Vec<String>,
+    /// Block weights for every adapter that names none of its own (a preset or a list).
+    #[arg(long, value_name = "W,W,...|PRESET")]
+    pub blocks: Option<String>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HashArgs {
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Print a JSON array, one object per file.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MetaArgs {
+    /// A .safetensors file.
+    pub file: PathBuf,
+    /// Set a metadata field (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Remove a metadata field (repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub delete: Vec<String>,
+    /// Set modelspec.title.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Set modelspec.trigger_phrase (the words that call up what was trained).
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// Set modelspec.description.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Where to write the edited file (without it, the metadata is printed).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Print the metadata as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -227,6 +300,12 @@ pub struct InspectArgs {
     /// List every tensor (same as --filter '*').
     #[arg(long, conflicts_with = "filter")]
     pub all: bool,
+    /// For an adapter: list every module with its rank, alpha and strength.
+    #[arg(long)]
+    pub modules: bool,
+    /// Also compute the file's hashes (AutoV2, AutoV3, legacy, SHA-256): reads every byte.
+    #[arg(long)]
+    pub hash: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,7 @@
 use crate::plan::LazyTensor;
 
 /// An OpenCLIP per-layer name (after `transformer.resblocks.N.`) in transformers' naming.
-const OPEN_CLIP_LAYER: &[(&str, &str)] = &[
+pub(crate) const OPEN_CLIP_LAYER: &[(&str, &str)] = &[
     ("ln_1.", "layer_norm1."),
     ("ln_2.", "layer_norm2."),
     ("attn.out_proj.", "self_attn.out_proj."),

@@ -14,7 +14,7 @@ mod select;
 
 pub use arith::{add_difference, weighted_sum};
 pub use ema::{apply_ema, EmaMode};
-pub use inputs::{diffusers_weight_files, Input, Inputs, DIFFUSERS_WEIGHT_FILES};
+pub use inputs::{diffusers_weight_files, find_state_dict, Input, Inputs, DIFFUSERS_WEIGHT_FILES};
 pub use merge::{fill_from, graft, GraftReport};
 pub use output::{safetensors_plan, torch_plan, OutputNotes, OutputPolicy};
 pub use select::{cast, drop_matching, keep_matching, rename_prefix, swap_component};

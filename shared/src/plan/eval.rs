@@ -84,6 +84,10 @@ pub struct ElementReader<'a> {
     /// The last read-ahead window of each input: its offset and bytes (kept across
     /// [`ElementReader::clear`]: it is small, and the next tiny tensor is likely in it).
     windows: ReadWindows,
+    /// Adapter factors decoded to f32 (`plan::delta`), by the address of their data.
+    pub(super) factors: HashMap<usize, Arc<Vec<f32>>>,
+    /// Products of adapter factors computed once per tensor (Tucker cores, LoKr factors).
+    pub(super) derived: HashMap<usize, Arc<Vec<f32>>>,
 }
 
 impl<'a> ElementReader<'a> {
@@ -93,6 +97,8 @@ impl<'a> ElementReader<'a> {
             materialized: HashMap::new(),
             inflated: HashMap::new(),
             windows: ReadWindows::default(),
+            factors: HashMap::new(),
+            derived: HashMap::new(),
         }
     }
 
@@ -101,6 +107,8 @@ impl<'a> ElementReader<'a> {
     pub fn clear(&mut self) {
         self.materialized.clear();
         self.inflated.clear();
+        self.factors.clear();
+        self.derived.clear();
     }
 
     /// Append the bytes of elements `start..start + count` of `tensor` (row-major, in its
@@ -240,6 +248,12 @@ impl<'a> ElementReader<'a> {
                         .collect()
                 }
             }
+            LazyData::Adapted { base, terms } => {
+                if base.dtype != tensor.dtype || base.shape != tensor.shape {
+                    return Err(Error::op("an adapted tensor differs from its base"));
+                }
+                return self.adapted_values(tensor.dtype, base, terms, start, count);
+            }
             _ => {
                 let mut bytes = Vec::with_capacity((count * tensor.dtype.size()) as usize);
                 self.read_bytes(tensor, start, count, &mut bytes)?;
@@ -356,6 +370,10 @@ pub fn streams(t: &LazyTensor) -> bool {
         LazyData::Concat(parts) => parts.iter().all(streams),
         LazyData::Constant(_) => true,
         LazyData::Transpose(_) => false,
+        // Factors are decoded whole per worker; they are small beside the weight.
+        LazyData::Adapted { base, terms } => {
+            streams(base) && terms.iter().all(|t| t.factors().into_iter().all(streams))
+        }
     }
 }
 

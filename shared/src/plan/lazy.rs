@@ -54,6 +54,11 @@ pub enum LazyData {
     Concat(Vec<LazyTensor>),
     /// Small bytes made by ldmkit itself (CLIP's `position_ids`), in this tensor's dtype.
     Constant(Arc<Vec<u8>>),
+    /// `base` with adapter differences applied in order (a LoRA bake; see `plan::delta`).
+    Adapted {
+        base: LazyTensor,
+        terms: Arc<Vec<super::delta::Term>>,
+    },
     /// `source`'s values negated and/or conjugated: a stored tensor with torch's view flags.
     Flipped {
         source: LazyTensor,

@@ -13,12 +13,14 @@
 //! layout puts CRCs only after the data: in data descriptors and the central directory), so
 //! no sink ever has to seek back.
 
+pub mod delta;
 mod eval;
 mod exec;
 #[cfg(not(target_arch = "wasm32"))]
 mod file_sink;
 mod lazy;
 
+pub use delta::{Delta, KronFactor, Term};
 pub use eval::{ElementReader, NonFinite};
 pub use exec::{execute, ExecReport, MemSink, Progress, Sink};
 #[cfg(not(target_arch = "wasm32"))]

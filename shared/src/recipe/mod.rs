@@ -64,10 +64,27 @@ pub enum Step {
     Ema(EmaMode),
     /// Cast floating tensors.
     Cast(DType),
-    /// `self·(1−α) + with·α`, α in [0, 1] (see [`check_alpha`]).
-    WeightedSum { with: String, alpha: f64 },
-    /// `self + (b − c)·α`, α any finite float32 (see [`check_alpha`]).
-    AddDifference { b: String, c: String, alpha: f64 },
+    /// `self·(1−α) + with·α`, α in [0, 1] (see [`check_alpha`]); with `blocks`, α per UNet
+    /// block and `BASE` for the text encoders (supermerger's block-weighted merge).
+    WeightedSum {
+        with: String,
+        alpha: f64,
+        blocks: Option<String>,
+    },
+    /// `self + (b − c)·α`, α any finite float32 (see [`check_alpha`]); `blocks` as above.
+    AddDifference {
+        b: String,
+        c: String,
+        alpha: f64,
+        blocks: Option<String>,
+    },
+    /// Bake an adapter (LoRA, LoCon, LyCORIS) in at `ratio`, optionally per block
+    /// ([`crate::adapter::blocks::BlockWeights`]).
+    BakeLora {
+        from: String,
+        ratio: f64,
+        blocks: Option<String>,
+    },
     /// Replace a component with the input's.
     Swap { component: Component, from: String },
     /// Keep keys matching a glob.
@@ -112,6 +129,13 @@ impl Step {
     /// Refuse numbers this step cannot use ([`check_alpha`]); recipes parsed from text or a
     /// link are checked already, recipes built in code are checked when they run.
     pub fn check(&self) -> crate::Result<()> {
+        if let Step::BakeLora { ratio, .. } = self {
+            if !ratio.is_finite() {
+                return Err(crate::error::Error::Recipe(
+                    "bake-lora ratio must be a finite number".into(),
+                ));
+            }
+        }
         let (step, alpha) = match self {
             Step::WeightedSum { alpha, .. } => ("weighted-sum", *alpha),
             Step::AddDifference { alpha, .. } => ("add-difference", *alpha),

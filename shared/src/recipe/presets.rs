@@ -82,6 +82,7 @@ pub fn weighted_sum(alpha: f64, dtype: Option<DType>) -> Recipe {
             Step::WeightedSum {
                 with: "b".into(),
                 alpha,
+                blocks: None,
             },
         ],
         dtype,
@@ -100,10 +101,28 @@ pub fn add_difference(alpha: f64, dtype: Option<DType>) -> Recipe {
                 b: "b".into(),
                 c: "c".into(),
                 alpha,
+                blocks: None,
             },
         ],
         dtype,
     )
+}
+
+/// Bake adapters into a model: `bake-lora` for each `(ratio, blocks)`, inputs `model`,
+/// `lora1`, `lora2`, ….
+pub fn bake_lora(loras: &[(f64, Option<String>)], dtype: Option<DType>) -> Recipe {
+    let names: Vec<String> = (1..=loras.len()).map(|i| format!("lora{i}")).collect();
+    let mut inputs = vec!["model"];
+    inputs.extend(names.iter().map(String::as_str));
+    let mut steps = vec![open("model"), Step::Strip, Step::Ema(EmaMode::Drop)];
+    for (name, (ratio, blocks)) in names.iter().zip(loras) {
+        steps.push(Step::BakeLora {
+            from: name.clone(),
+            ratio: *ratio,
+            blocks: blocks.clone(),
+        });
+    }
+    recipe(&inputs, steps, dtype)
 }
 
 /// Bake a VAE into a model.

@@ -87,13 +87,56 @@ pub fn run(recipe: &Recipe, inputs: &Inputs, bound: &[Input]) -> Result<(Working
                 let n = ops::cast(&mut work, *dtype)?;
                 format!("cast {} to {}", count(n, "tensor"), dtype.torch_name())
             }
-            Step::WeightedSum { with, alpha } => {
-                ops::weighted_sum(&mut work, &working(with)?, *alpha)?;
-                format!("weighted sum with {with}, alpha {alpha}")
+            Step::WeightedSum {
+                with,
+                alpha,
+                blocks,
+            } => {
+                let w = block_weights(blocks, &work)?;
+                ops::weighted_sum(&mut work, &working(with)?, *alpha, w.as_ref())?;
+                format!("weighted sum with {with}, alpha {alpha}{}", blocks_note(&w))
             }
-            Step::AddDifference { b, c, alpha } => {
-                ops::add_difference(&mut work, &working(b)?, &working(c)?, *alpha)?;
-                format!("added ({b} - {c}) x {alpha}")
+            Step::AddDifference {
+                b,
+                c,
+                alpha,
+                blocks,
+            } => {
+                let w = block_weights(blocks, &work)?;
+                ops::add_difference(&mut work, &working(b)?, &working(c)?, *alpha, w.as_ref())?;
+                format!("added ({b} - {c}) x {alpha}{}", blocks_note(&w))
+            }
+            Step::BakeLora {
+                from,
+                ratio,
+                blocks,
+            } => {
+                let w = block_weights(blocks, &work)?;
+                let i = recipe
+                    .inputs
+                    .iter()
+                    .position(|n| n == from)
+                    .ok_or_else(|| Error::recipe(format!("no input '{from}'")))?;
+                let adapter = inputs.adapter(&bound[i]).map_err(|e| match e {
+                    Error::Op(m) => Error::op(format!("{from}: {m}")),
+                    other => other,
+                })?;
+                let sdxl = crate::adapter::blocks::sdxl_numbering(&work);
+                let r = crate::adapter::bake::bake(&mut work, &adapter, *ratio, w.as_ref(), sdxl)?;
+                let mut line = format!(
+                    "baked {from} ({}, {}) at {ratio}{}: {} changed",
+                    adapter.kind(),
+                    count(r.modules, "module"),
+                    blocks_note(&w),
+                    count(r.tensors, "tensor")
+                );
+                if r.skipped > 0 {
+                    line += &format!(
+                        "; {} at block weight 0 left out",
+                        count(r.skipped, "module")
+                    );
+                }
+                line
             }
             Step::Swap { component, from } => {
                 let n = ops::swap_component(&mut work, &working(from)?, *component)?;
@@ -136,6 +179,27 @@ pub fn run(recipe: &Recipe, inputs: &Inputs, bound: &[Input]) -> Result<(Working
         notes.lines.push(line);
     }
     Ok((work, notes))
+}
+
+/// A step's block weights for the working model's numbering.
+fn block_weights(
+    spec: &Option<String>,
+    work: &Working,
+) -> Result<Option<crate::adapter::blocks::BlockWeights>> {
+    spec.as_deref()
+        .map(|s| {
+            crate::adapter::blocks::BlockWeights::parse(
+                s,
+                crate::adapter::blocks::sdxl_numbering(work),
+            )
+            .map_err(Error::recipe)
+        })
+        .transpose()
+}
+
+fn blocks_note(w: &Option<crate::adapter::blocks::BlockWeights>) -> String {
+    w.as_ref()
+        .map_or(String::new(), |w| format!(" (blocks {})", w.to_spec()))
 }
 
 /// What an output file is.

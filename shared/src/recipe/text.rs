@@ -64,20 +64,73 @@ pub(super) fn step_words(step: &Step) -> Vec<String> {
         }
         Step::Ema(m) => vec![w("ema"), w(m.name())],
         Step::Cast(d) => vec![w("cast"), w(dtype_name(*d))],
-        Step::WeightedSum { with, alpha } => {
-            vec![w("weighted-sum"), with.clone(), python_float_repr(*alpha)]
-        }
-        Step::AddDifference { b, c, alpha } => vec![
-            w("add-difference"),
-            b.clone(),
-            c.clone(),
-            python_float_repr(*alpha),
-        ],
+        Step::WeightedSum {
+            with,
+            alpha,
+            blocks,
+        } => with_blocks(
+            vec![w("weighted-sum"), with.clone(), python_float_repr(*alpha)],
+            blocks,
+        ),
+        Step::AddDifference {
+            b,
+            c,
+            alpha,
+            blocks,
+        } => with_blocks(
+            vec![
+                w("add-difference"),
+                b.clone(),
+                c.clone(),
+                python_float_repr(*alpha),
+            ],
+            blocks,
+        ),
+        Step::BakeLora {
+            from,
+            ratio,
+            blocks,
+        } => with_blocks(
+            vec![w("bake-lora"), from.clone(), python_float_repr(*ratio)],
+            blocks,
+        ),
         Step::Swap { component, from } => vec![w("swap"), w(component.name()), from.clone()],
         Step::Keep(p) => vec![w("keep"), p.clone()],
         Step::Drop(p) => vec![w("drop"), p.clone()],
         Step::Rename { from, to } => vec![w("rename"), from.clone(), to.clone()],
         Step::Convert(l) => vec![w("convert"), w(l.name())],
+    }
+}
+
+fn with_blocks(mut words: Vec<String>, blocks: &Option<String>) -> Vec<String> {
+    if let Some(b) = blocks {
+        words.push(format!("blocks={b}"));
+    }
+    words
+}
+
+/// A `blocks=W,W,…` word: a weight list or preset that some base accepts
+/// ([`crate::adapter::blocks::BlockWeights`]; which base is known only when it runs).
+fn blocks_word(word: &str) -> Result<String> {
+    let spec = word
+        .strip_prefix("blocks=")
+        .ok_or_else(|| Error::recipe(format!("expected 'blocks=W,W,...', not '{word}'")))?;
+    let sd = crate::adapter::blocks::BlockWeights::parse(spec, false);
+    let xl = crate::adapter::blocks::BlockWeights::parse(spec, true);
+    match (sd, xl) {
+        (Ok(w), _) => Ok(w.to_spec_or_name(spec)),
+        (_, Ok(w)) => Ok(w.to_spec_or_name(spec)),
+        (Err(e), _) => Err(Error::recipe(e)),
+    }
+}
+
+/// The words before an optional trailing `blocks=…`, and that word read.
+fn split_blocks<'a>(words: &'a [&'a str]) -> Result<(&'a [&'a str], Option<String>)> {
+    match words.last() {
+        Some(w) if w.starts_with("blocks=") => {
+            Ok((&words[..words.len() - 1], Some(blocks_word(w)?)))
+        }
+        _ => Ok((words, None)),
     }
 }
 
@@ -171,19 +224,55 @@ pub(super) fn parse_step(words: &[&str], inputs: &[String]) -> Result<Step> {
                 Error::recipe(format!("cast takes f16, bf16 or f32, not '{}'", words[1]))
             })?)
         }
-        "weighted-sum" => {
-            arity(2)?;
-            Step::WeightedSum {
-                with: input(words[1])?,
-                alpha: alpha(words[0], words[2])?,
-            }
-        }
-        "add-difference" => {
-            arity(3)?;
-            Step::AddDifference {
-                b: input(words[1])?,
-                c: input(words[2])?,
-                alpha: alpha(words[0], words[3])?,
+        "weighted-sum" | "add-difference" | "bake-lora" => {
+            let (words, blocks) = split_blocks(words)?;
+            let arity = |n: usize| -> Result<()> {
+                if words.len() == n + 1 {
+                    Ok(())
+                } else {
+                    Err(Error::recipe(format!(
+                        "'{}' takes {n} argument(s) and an optional blocks=..., got {}",
+                        words[0],
+                        words.len() - 1
+                    )))
+                }
+            };
+            match words[0] {
+                "weighted-sum" => {
+                    arity(2)?;
+                    Step::WeightedSum {
+                        with: input(words[1])?,
+                        alpha: alpha(words[0], words[2])?,
+                        blocks,
+                    }
+                }
+                "add-difference" => {
+                    arity(3)?;
+                    Step::AddDifference {
+                        b: input(words[1])?,
+                        c: input(words[2])?,
+                        alpha: alpha(words[0], words[3])?,
+                        blocks,
+                    }
+                }
+                _ => {
+                    arity(2)?;
+                    let ratio = words[2]
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| r.is_finite())
+                        .ok_or_else(|| {
+                            Error::recipe(format!(
+                                "bake-lora ratio must be a finite number, not '{}'",
+                                words[2]
+                            ))
+                        })?;
+                    Step::BakeLora {
+                        from: input(words[1])?,
+                        ratio,
+                        blocks,
+                    }
+                }
             }
         }
         "swap" => {

@@ -110,3 +110,55 @@ pub fn safetensors(
     }
     Ok(plan)
 }
+
+/// A safetensors file (input `input`, `source`) with its `__metadata__` replaced by
+/// `metadata` and its tensor bytes unchanged: a new header, then the old data region as one
+/// copy. Tensor entries and their offsets stay as they were, so the tensor bytes — and with
+/// them AutoV3 / kohya's `sshs_model_hash` — are the same; the whole-file hash (AutoV2)
+/// changes with the header.
+pub fn replace_metadata(
+    source: &dyn crate::source::Source,
+    input: usize,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Plan> {
+    let mut len = [0u8; 8];
+    source.read_at(0, &mut len)?;
+    let n = u64::from_le_bytes(len);
+    let data_start = n
+        .checked_add(8)
+        .filter(|&s| n <= MAX_HEADER as u64 && s <= source.len())
+        .ok_or_else(|| Error::Safetensors(format!("header length {n} does not fit the file")))?;
+    let raw = crate::source::read_vec(source, 8, n)?;
+    let mut table: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&raw)
+        .map_err(|e| Error::Safetensors(format!("header is not a JSON object: {e}")))?;
+    table.remove("__metadata__");
+    let mut header = String::from("{");
+    if !metadata.is_empty() {
+        header.push_str("\"__metadata__\":");
+        header.push_str(&serde_json::to_string(metadata).expect("strings serialize"));
+    }
+    for (name, entry) in &table {
+        if header.len() > 1 {
+            header.push(',');
+        }
+        header.push_str(&serde_json::to_string(name).expect("strings serialize"));
+        header.push(':');
+        header.push_str(&serde_json::to_string(entry).expect("JSON serializes"));
+    }
+    header.push('}');
+    let padded = header.len().next_multiple_of(8);
+    if padded > MAX_HEADER {
+        return Err(Error::op("safetensors header would exceed 100 MB"));
+    }
+    let mut head = (padded as u64).to_le_bytes().to_vec();
+    head.extend_from_slice(header.as_bytes());
+    head.resize(8 + padded, b' ');
+    let mut plan = Plan::default();
+    plan.push(Part::Bytes(head));
+    plan.push(Part::Copy {
+        input,
+        offset: data_start,
+        len: source.len() - data_start,
+    });
+    Ok(plan)
+}

@@ -20,16 +20,34 @@ pub fn run(args: &InspectArgs) -> u8 {
         },
         None => None,
     };
-    let report = match open_source(&args.file).and_then(|source| {
+    let (report, source) = match open_source(&args.file).and_then(|source| {
         let ckpt = Checkpoint::open(source.clone())
-            .map_err(|e| with_refused_globals(e.to_string(), source))?;
-        Report::new(&ckpt).map_err(|e| e.to_string())
+            .map_err(|e| with_refused_globals(e.to_string(), source.clone()))?;
+        Report::new(&ckpt)
+            .map(|r| (r, source))
+            .map_err(|e| e.to_string())
     }) {
         Ok(r) => r,
         Err(message) => {
             report_error(&args.file, message);
             return EXIT_ERROR;
         }
+    };
+    // A file that looks like an adapter but does not hold together is refused in one line.
+    if let Some(e) = &report.adapter_error {
+        report_error(&args.file, e);
+        return EXIT_ERROR;
+    }
+    let hashes = if args.hash {
+        match super::hash::hash_file(&args.file, &source) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                report_error(&args.file, e);
+                return EXIT_ERROR;
+            }
+        }
+    } else {
+        None
     };
     let selected: Vec<&TensorEntry> = report
         .tensors
@@ -42,9 +60,17 @@ pub fn run(args: &InspectArgs) -> u8 {
         if matcher.is_some() {
             value["tensors"] = serde_json::to_value(&selected).expect("tensors serialise");
         }
+        if let Some((h, _)) = &hashes {
+            value["hashes"] = serde_json::to_value(h).expect("hashes serialise");
+        }
         println!("{value}");
     } else {
-        print_summary(&args.file.display().to_string(), &report);
+        print_summary(&args.file.display().to_string(), &report, args.modules);
+        if let Some((h, recorded)) = &hashes {
+            println!();
+            println!("  hashes");
+            super::hash::print_hashes(h, recorded, "    ");
+        }
         if matcher.is_some() {
             print_tensors(&selected, report.tensors.len());
         }
@@ -77,7 +103,7 @@ fn with_refused_globals(message: String, source: ldmkit_core::source::SharedSour
     }
 }
 
-fn print_summary(file: &str, r: &Report) {
+fn print_summary(file: &str, r: &Report, list_modules: bool) {
     println!("{file}");
     let container = match &r.metadata.container {
         ContainerInfo::TorchZip {
@@ -112,12 +138,14 @@ fn print_summary(file: &str, r: &Report) {
         r.file_size
     );
     let a = &r.architecture_detail;
-    println!(
-        "  architecture  {}  [{}; {}]",
-        a.display(),
-        r.architecture,
-        a.evidence
-    );
+    if r.adapter.is_none() {
+        println!(
+            "  architecture  {}  [{}; {}]",
+            a.display(),
+            r.architecture,
+            a.evidence
+        );
+    }
     let s = &r.metadata.storage;
     println!(
         "  tensors       {} tensors, {} parameters, {} in {} storages{}",
@@ -133,12 +161,18 @@ fn print_summary(file: &str, r: &Report) {
     );
 
     println!();
-    println!(
-        "  {:<16}{:>8}{:>10}{:>12}",
-        "component", "tensors", "params", "size"
-    );
+    if let Some(adapter) = &r.adapter {
+        super::adapter_view::print(adapter, list_modules);
+        println!();
+    }
+    if r.adapter.is_none() {
+        println!(
+            "  {:<16}{:>8}{:>10}{:>12}",
+            "component", "tensors", "params", "size"
+        );
+    }
     let total = r.totals.bytes.max(1) as f64;
-    for (c, t) in &r.components {
+    for (c, t) in r.components.iter().filter(|_| r.adapter.is_none()) {
         let share = t.bytes as f64 / total;
         println!(
             "  {:<16}{:>8}{:>10}{:>12}  {} {:>3.0}%",
@@ -150,7 +184,9 @@ fn print_summary(file: &str, r: &Report) {
             share * 100.0
         );
     }
-    println!();
+    if r.adapter.is_none() {
+        println!();
+    }
     println!(
         "  {:<16}{:>8}{:>10}{:>12}",
         "dtype", "tensors", "params", "size"
@@ -184,7 +220,8 @@ fn print_summary(file: &str, r: &Report) {
         }
     }
     if let ContainerInfo::Safetensors { metadata, .. } = &r.metadata.container {
-        if !metadata.is_empty() {
+        // An adapter's training metadata is shown read above; `meta FILE` prints it raw.
+        if !metadata.is_empty() && r.adapter.is_none() {
             println!();
             println!("  metadata");
             for (k, v) in metadata {

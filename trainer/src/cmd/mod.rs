@@ -1,12 +1,15 @@
 //! One module per subcommand; each returns the process exit code.
 
+pub mod adapter_view;
 pub mod bench_encoders;
 pub mod bench_train;
 pub mod check_attention;
 pub mod diff;
 pub mod export;
+pub mod hash;
 pub mod inputs;
 pub mod inspect;
+pub mod meta;
 pub mod pre_encode;
 pub mod rewrite;
 pub mod sample;

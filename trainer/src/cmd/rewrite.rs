@@ -169,6 +169,26 @@ enum WriteError {
     Failed(String),
 }
 
+/// Write `output` to `out` as every rewrite does (temporary, progress, rename); on failure
+/// the message is printed and the exit code returned.
+pub fn write_output(
+    output: &Output,
+    sources: &[SharedSource],
+    out: &Path,
+) -> Result<ExecReport, u8> {
+    match write(output, sources, out) {
+        Ok(r) => Ok(r),
+        Err(WriteError::Cancelled) => {
+            eprintln!("cancelled; nothing was written to {}", out.display());
+            Err(EXIT_CANCELLED)
+        }
+        Err(WriteError::Failed(e)) => {
+            report_error(out, &e);
+            Err(EXIT_ERROR)
+        }
+    }
+}
+
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 fn progress_bar(total: u64) -> ProgressBar {

@@ -7,6 +7,7 @@ use ldmkit_core::ops::EmaMode;
 use ldmkit_core::recipe::{check_alpha, parse_dtype, presets, Layout, Recipe, Step};
 use ldmkit_core::value::python_float_repr;
 use ldmkit_core::DType;
+use std::path::{Path, PathBuf};
 
 fn dtype(arg: &Option<String>) -> Result<Option<DType>, u8> {
     match arg {
@@ -75,7 +76,12 @@ pub fn weighted_sum(a: &WeightedSumArgs) -> u8 {
     let Ok(alpha) = alpha("weighted-sum", a.alpha) else {
         return EXIT_ERROR;
     };
-    let r = presets::weighted_sum(alpha, dtype_or_exit!(&a.out.dtype));
+    let mut r = presets::weighted_sum(alpha, dtype_or_exit!(&a.out.dtype));
+    for step in &mut r.steps {
+        if let Step::WeightedSum { blocks, .. } = step {
+            *blocks = a.blocks.clone();
+        }
+    }
     rewrite::run(&r, &[a.a.clone(), a.b.clone()], &a.out)
 }
 
@@ -83,8 +89,55 @@ pub fn add_difference(a: &AddDifferenceArgs) -> u8 {
     let Ok(alpha) = alpha("add-difference", a.alpha) else {
         return EXIT_ERROR;
     };
-    let r = presets::add_difference(alpha, dtype_or_exit!(&a.out.dtype));
+    let mut r = presets::add_difference(alpha, dtype_or_exit!(&a.out.dtype));
+    for step in &mut r.steps {
+        if let Step::AddDifference { blocks, .. } = step {
+            *blocks = a.blocks.clone();
+        }
+    }
     rewrite::run(&r, &[a.a.clone(), a.b.clone(), a.c.clone()], &a.out)
+}
+
+/// `FILE[:RATIO[:BLOCKS]]`, read from the right so that a file name may hold colons.
+fn lora_arg(arg: &str) -> Result<(PathBuf, f64, Option<String>), String> {
+    if Path::new(arg).exists() {
+        return Ok((PathBuf::from(arg), 1.0, None));
+    }
+    let ratio = |s: &str| s.parse::<f64>().ok().filter(|r| r.is_finite());
+    if let Some((rest, last)) = arg.rsplit_once(':') {
+        if let Some(r) = ratio(last) {
+            return Ok((PathBuf::from(rest), r, None));
+        }
+        if let Some((file, r)) = rest
+            .rsplit_once(':')
+            .and_then(|(f, r)| Some((f, ratio(r)?)))
+        {
+            return Ok((PathBuf::from(file), r, Some(last.to_string())));
+        }
+        if Path::new(rest).exists() {
+            return Err(format!("'{last}' is not a ratio (a finite number)"));
+        }
+    }
+    Ok((PathBuf::from(arg), 1.0, None))
+}
+
+pub fn bake_lora(a: &BakeLoraArgs) -> u8 {
+    let mut paths = vec![a.model.clone()];
+    let mut loras = Vec::new();
+    for arg in &a.loras {
+        match lora_arg(arg) {
+            Ok((path, ratio, blocks)) => {
+                paths.push(path);
+                loras.push((ratio, blocks.or_else(|| a.blocks.clone())));
+            }
+            Err(e) => {
+                eprintln!("error: {arg}: {e}");
+                return EXIT_ERROR;
+            }
+        }
+    }
+    let r = presets::bake_lora(&loras, dtype_or_exit!(&a.out.dtype));
+    rewrite::run(&r, &paths, &a.out)
 }
 
 pub fn bake_vae(a: &BakeVaeArgs) -> u8 {
