@@ -16,9 +16,13 @@
 //!   equals transformers' CLIPTokenizer.
 //! - `writing`: writing safely: random exclusive temporaries, removed on an error, SIGTERM
 //!   or SIGHUP and swept when stale; a failing output is named as a write error.
+//! - `adapters`: LoRA / LyCORIS files recognised and inspected, baked exactly as diffusers'
+//!   fuse_lora and LyCORIS define it, hashed as A1111 and kohya do, metadata edited with the
+//!   tensor bytes kept, malformed adapters refused in one line.
 //! - `hostile`: the hostile corpus: nothing executes, every file gets a clear one-line error
 //!   or a correct report, within bounded memory.
 
+mod adapters;
 mod data_parallel;
 mod hostile;
 mod inspect;

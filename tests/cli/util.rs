@@ -60,6 +60,7 @@ fn check_torch_output(args: &[&str]) {
         "weighted-sum",
         "add-difference",
         "bake-vae",
+        "bake-lora",
         "apply",
         "export",
         "meta",

@@ -1,7 +1,7 @@
 //! The rewrite actions the page offers, each a recipe preset, and the recipe in the URL.
 
 use ldmkit_core::ops::EmaMode;
-use ldmkit_core::recipe::{self, presets, Layout, Recipe};
+use ldmkit_core::recipe::{self, presets, Layout, Recipe, Step};
 use wasm_bindgen::JsValue;
 
 /// The actions offered, each a recipe preset.
@@ -23,6 +23,10 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("add-difference", "Add difference A+(B−C)·α (3 files)"),
     ("bake-vae", "Bake VAE: model + VAE (2 files)"),
     (
+        "bake-lora",
+        "Bake LoRAs: model + one or more LoRA / LyCORIS files, at ratio α",
+    ),
+    (
         "to-diffusers",
         "Convert to a diffusers folder (downloads as .zip)",
     ),
@@ -37,19 +41,35 @@ pub fn required_format(action: &str) -> Option<&'static str> {
     (action == "to-diffusers").then_some("diffusers")
 }
 
-pub fn build_recipe(action: &str, dtype: &str, alpha: f64) -> Recipe {
+/// The form's recipe: `alpha` is the merge weight or the LoRA ratio, `blocks` optional block
+/// weights, `inputs` how many inputs are open (bake-lora bakes all but the first).
+pub fn build_recipe(action: &str, dtype: &str, alpha: f64, blocks: &str, inputs: usize) -> Recipe {
     let dtype = recipe::parse_dtype(dtype);
-    match action {
+    let blocks = Some(blocks.trim().to_string()).filter(|b| !b.is_empty());
+    let mut r = match action {
         "ema" => presets::strip(EmaMode::Use, dtype),
         "merge" => presets::merge(EmaMode::Drop, dtype),
         "graft" => presets::graft(false, dtype),
         "weighted-sum" => presets::weighted_sum(alpha, dtype),
         "add-difference" => presets::add_difference(alpha, dtype),
         "bake-vae" => presets::bake_vae(dtype),
+        "bake-lora" => presets::bake_lora(
+            &vec![(alpha, blocks.clone()); inputs.saturating_sub(1).max(1)],
+            dtype,
+        ),
         "to-diffusers" => presets::convert(Layout::Diffusers, EmaMode::Drop, dtype),
         "to-ldm" => presets::convert(Layout::Ldm, EmaMode::Drop, dtype),
         _ => presets::strip(EmaMode::Drop, dtype),
+    };
+    for step in &mut r.steps {
+        match step {
+            Step::WeightedSum { blocks: b, .. } | Step::AddDifference { blocks: b, .. } => {
+                *b = blocks.clone()
+            }
+            _ => {}
+        }
     }
+    r
 }
 
 /// The URL fragment (`#recipe=1;...` when the page was opened from a link).

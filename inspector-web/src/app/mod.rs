@@ -5,6 +5,7 @@
 //! is the share link.
 
 mod actions;
+mod adapter;
 mod diff;
 mod inputs;
 mod keys;

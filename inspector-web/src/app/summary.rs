@@ -1,6 +1,7 @@
 //! What is in one file: format, size, architecture, components drawn as bars, dtypes, Lightning
 //! metadata, the safety report, and the key tree.
 
+use super::adapter::{AdapterSummary, HashAndMeta};
 use super::keys::KeyTree;
 use ldmkit_core::units::{bytes, count};
 use leptos::prelude::*;
@@ -12,6 +13,8 @@ pub struct Opened {
     pub name: String,
     pub report: Option<Value>,
     pub error: Option<String>,
+    /// The file's hashes, once asked for.
+    pub hashes: Option<Value>,
 }
 
 #[component]
@@ -20,6 +23,8 @@ pub fn Summary(
     filter: ReadSignal<String>,
     set_filter: WriteSignal<String>,
     on_tensor: impl Fn(String) + Copy + Send + Sync + 'static,
+    on_hash: impl Fn() + Copy + Send + Sync + 'static,
+    on_meta: impl Fn(String) + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
     if let Some(e) = opened.error {
         return view! { <section class="summary"><p class="error" id="file-error">{e}</p></section> }.into_any();
@@ -28,6 +33,11 @@ pub fn Summary(
         return view! { <section class="summary"><p>"Reading…"</p></section> }.into_any();
     };
     let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let adapter = r["adapter"].clone();
+    let adapter_error = r["adapter_error"].as_str().map(str::to_string);
+    let metadata =
+        (r["format"] == "safetensors").then(|| r["metadata"]["container"]["metadata"].clone());
+    let hashes = opened.hashes.clone();
     let total = r["totals"]["bytes"].as_f64().unwrap_or(0.0).max(1.0);
     let mut components: Vec<(String, Value)> = r["components"]
         .as_object()
@@ -59,7 +69,9 @@ pub fn Summary(
                 <tr><th>"dtypes"</th><td id="dtypes">{dtypes}</td></tr>
                 {(!lightning.is_null()).then(|| view! { <tr><th>"lightning"</th><td>{format!("epoch {}, global step {}", lightning["epoch"], lightning["global_step"])}</td></tr> })}
             </table>
-            <h3>"Components"</h3>
+            {adapter_error.map(|e| view! { <p class="error" id="adapter-error">{format!("malformed adapter: {e}")}</p> })}
+            {(!adapter.is_null()).then(|| view! { <AdapterSummary a=adapter.clone()/> })}
+            <h3>{if r["adapter"].is_null() { "Components" } else { "Tensors by component" }}</h3>
             <div class="bars" id="components">
                 {components.into_iter().map(|(name, c)| {
                     let size = c["bytes"].as_f64().unwrap_or(0.0);
@@ -73,6 +85,7 @@ pub fn Summary(
                     }
                 }).collect_view()}
             </div>
+            <HashAndMeta hashes=hashes metadata=metadata on_hash=on_hash on_meta=on_meta/>
             <h3>"Safety"</h3>
             <ul class="globals" id="globals">
                 {if globals.is_empty() { Some(view! { <li>"No pickle globals: nothing would run on load."</li> }) } else { None }}

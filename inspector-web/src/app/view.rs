@@ -33,6 +33,8 @@ pub fn App() -> impl IntoView {
     let (dtype, set_dtype) = signal("f16".to_string());
     let (alpha, set_alpha) = signal(0.5f64);
     let (format, set_format) = signal("safetensors".to_string());
+    // Block weights for bake-lora and the block-weighted merges (empty: none).
+    let (blocks, set_blocks) = signal(String::new());
     // Inspect requests are `inspect:<generation>:<tab>`; "Clear" starts a new generation, so
     // a late reply for a cleared file is dropped instead of landing on a new tab.
     let generation = StoredValue::new(0u32);
@@ -49,7 +51,14 @@ pub fn App() -> impl IntoView {
                 return r;
             }
         }
-        build_recipe(&action.get(), &dtype.get(), alpha.get())
+        let inputs = picked.with(|p| input_names(p).len());
+        build_recipe(
+            &action.get(),
+            &dtype.get(),
+            alpha.get(),
+            &blocks.get(),
+            inputs,
+        )
     });
     Effect::new(move |_| set_location_hash(&recipe.get()));
 
@@ -77,6 +86,23 @@ pub fn App() -> impl IntoView {
                 let names = picked.with_untracked(|p| input_names(p));
                 let name = |i: usize| names.get(i).cloned().unwrap_or_default();
                 set_diff.set(json().map(|j| (name(0), name(1), j)));
+            }
+            "hashes" => {
+                set_progress.set(None);
+                set_busy.set(None);
+                let id = field(&reply, "id").as_string().unwrap_or_default();
+                let tab = id
+                    .strip_prefix("hash:")
+                    .and_then(|r| r.split_once(':'))
+                    .filter(|(g, _)| g.parse() == Ok(generation.get_value()))
+                    .and_then(|(_, t)| t.parse::<usize>().ok());
+                if let Some(tab) = tab {
+                    set_opened.update(|o| {
+                        if let Some(entry) = o.get_mut(tab) {
+                            entry.hashes = json();
+                        }
+                    });
+                }
             }
             "stats" => {
                 let key = field(&reply, "key").as_string().unwrap_or_default();
@@ -108,7 +134,7 @@ pub fn App() -> impl IntoView {
             "error" => {
                 let message = field(&reply, "message").as_string().unwrap_or_default();
                 let id = field(&reply, "id").as_string().unwrap_or_default();
-                if id == "run" || id == "diff" {
+                if id == "run" || id == "diff" || id == "meta" || id.starts_with("hash:") {
                     set_progress.set(None);
                     set_busy.set(None);
                 }
@@ -154,6 +180,7 @@ pub fn App() -> impl IntoView {
                 name: p.label.clone(),
                 report: None,
                 error: None,
+                hashes: None,
             }))
         });
         set_selected.set(first_tab);
@@ -303,8 +330,27 @@ pub fn App() -> impl IntoView {
                 if let Some(f) = f {
                     send(request("stats", &[f], &[("id", JsValue::from_str("stats")), ("key", JsValue::from_str(&key))]));
                 }
+            } on_hash=move || {
+                let tab = selected.get_untracked();
+                let f = picked.get_untracked().get(tab).map(|p| p.file.clone());
+                if let Some(f) = f {
+                    set_progress.set(Some((0.0, 1.0)));
+                    set_busy.set(Some("hash"));
+                    let id = format!("hash:{}:{tab}", generation.get_value());
+                    send(request("hash", &[f], &[("id", JsValue::from_str(&id))]));
+                }
+            } on_meta=move |json: String| {
+                let f = picked.get_untracked().get(selected.get_untracked()).map(|p| p.file.clone());
+                if let Some(f) = f {
+                    run_format.set_value("safetensors".into());
+                    set_error.set(None);
+                    set_download.update(|d| replace_download(d, None));
+                    set_busy.set(Some("run"));
+                    send(request("meta", &[f], &[("id", JsValue::from_str("meta")), ("metadata", JsValue::from_str(&json))]));
+                }
             }/>
         })}
+        {move || (busy.get() == Some("hash")).then(progress_bar)}
         {move || stats.get().map(|(key, s)| view! { <Stats key=key stats=s/> })}
         {move || (picked.with(|p| input_names(p).len()) >= 2).then(|| view! {
             <section class="compare">
@@ -339,9 +385,13 @@ pub fn App() -> impl IntoView {
                     <option value="keep">"keep dtypes"</option>
                 </select>
             </label>
-            <label>" α "
+            <label>" α / ratio "
                 <input id="alpha" type="number" step="0.05" min="0" max="1" prop:value=move || alpha.get().to_string()
                     on:input=move |ev| { set_from_link.set(false); if let Ok(a) = event_target_value(&ev).parse() { set_alpha.set(a) } }/>
+            </label>
+            <label>" blocks "
+                <input id="blocks" type="text" size="24" placeholder="e.g. OUTS or 26 weights" prop:value=move || blocks.get()
+                    on:input=move |ev| { set_from_link.set(false); set_blocks.set(event_target_value(&ev)) }/>
             </label>
             <label>" Output "
                 <select id="format" on:change=move |ev| set_format.set(event_target_value(&ev))>

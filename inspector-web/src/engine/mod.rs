@@ -3,7 +3,8 @@
 //! Requests are plain objects `{id, op, files, prefixes?, groups?, recipe?, format?, key?}`
 //! (see [`bind`] for how files become inputs); replies echo `id`: `{op: "report", json}`,
 //! `{op: "stats", json}`, `{op: "diff", json}`, `{op: "progress", done, total}`,
-//! `{op: "done", blob, notes, bytes}`, `{op: "error", message}`. Work runs synchronously in
+//! `{op: "done", blob, notes, bytes}`, `{op: "hashes", json}`, `{op: "error", message}`
+//! (`hash` and `meta` requests: [`edit`]). Work runs synchronously in
 //! the worker (it is the worker's whole job); the page cancels a run by terminating the worker
 //! and starting a fresh one.
 
@@ -11,6 +12,7 @@ mod analysis;
 mod bind;
 mod blob_sink;
 mod blob_source;
+mod edit;
 mod run;
 mod scratch;
 
@@ -84,6 +86,16 @@ fn handle(id: &JsValue, data: &JsValue) -> Result<(), String> {
         "inspect" => analysis::inspect(id, data),
         "stats" => analysis::stats(id, data),
         "diff" => analysis::diff(id, data),
+        "hash" => edit::hash(id, data),
+        "meta" => {
+            let (id, data) = (id.clone(), data.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Err(message) = edit::meta(&id, &data).await {
+                    post(&id, "error", vec![("message", JsValue::from_str(&message))]);
+                }
+            });
+            Ok(())
+        }
         "run" => {
             let (id, data) = (id.clone(), data.clone());
             // Async only to open and close the scratch file; the run itself is synchronous.

@@ -66,7 +66,7 @@ pub fn bake(
         let weight = &work.get(&target.weight)?.tensor;
         check_fit(m, target, weight)?;
         let scale = ratio * m.scale * w;
-        planned.push((target.weight.clone(), term(m, target, scale)?));
+        planned.push((target.weight.clone(), term(m, target, scale, weight.dtype)?));
         if let (Some(diff_b), Some(bias)) = (m.tensor(Part::DiffB), &target.bias) {
             planned.push((
                 bias.clone(),
@@ -167,7 +167,26 @@ fn as_matrix(t: &LazyTensor) -> LazyTensor {
     t.reshape(vec![rows, t.numel() / rows.max(1)])
 }
 
-fn term(m: &Module, target: &Target, scale: f64) -> Result<Term> {
+/// The module's term. Factors are read in the weight's dtype, as diffusers (and A1111) cast
+/// an adapter to the model's dtype when they load it: a float32 LoRA baked into a float16
+/// model is rounded to float16 first.
+fn term(m: &Module, target: &Target, scale: f64, dtype: crate::DType) -> Result<Term> {
+    let cast = |t: &LazyTensor| {
+        if t.dtype.is_float() {
+            t.cast(dtype)
+        } else {
+            t.clone()
+        }
+    };
+    let tensors: std::collections::BTreeMap<Part, (String, LazyTensor)> = m
+        .tensors
+        .iter()
+        .map(|(p, (n, t))| (*p, (n.clone(), cast(t))))
+        .collect();
+    let m = &Module {
+        tensors,
+        ..m.clone()
+    };
     let delta = match m.kind {
         ModuleKind::Lora | ModuleKind::Locon => Delta::LowRank {
             up: as_matrix(need(m, Part::Up)?),

@@ -13,12 +13,11 @@ fn num(v: f64) -> String {
     python_float_repr(v)
 }
 
-fn spread(typical: Option<String>, min: f64, max: f64) -> String {
-    let t = typical.unwrap_or_else(|| num(min));
-    if min == max {
-        t
-    } else {
-        format!("{t} ({}–{})", num(min), num(max))
+fn spread(typical: Option<String>, min: String, max: String) -> String {
+    match typical {
+        _ if min == max => min,
+        Some(t) => format!("{t} ({min}–{max})"),
+        None => format!("{min}–{max}"),
     }
 }
 
@@ -50,16 +49,23 @@ pub fn print(a: &AdapterReport, list_modules: bool) {
     if let Some(r) = &a.rank_spread {
         println!(
             "  rank          {}",
-            spread(a.rank.map(|r| r.to_string()), r.min, r.max)
+            spread(
+                a.rank.map(|r| r.to_string()),
+                (r.min as u64).to_string(),
+                (r.max as u64).to_string()
+            )
         );
     }
     if let Some(s) = &a.alpha_spread {
-        println!("  alpha         {}", spread(a.alpha.map(num), s.min, s.max));
+        println!(
+            "  alpha         {}",
+            spread(a.alpha.map(num), num(s.min), num(s.max))
+        );
     }
     let s = &a.strength_spread;
     println!(
         "  strength      {} per unit ratio (alpha / rank)",
-        spread(None, s.min, s.max)
+        spread(None, num(s.min), num(s.max))
     );
     if !a.unsupported.is_empty() {
         println!(
