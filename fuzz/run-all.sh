@@ -14,4 +14,5 @@ run() {
 run pickle_machine & run checkpoint & wait
 run rewrite & run zip_reader & wait
 run safetensors_header & run recipe & wait
+run adapter & wait
 cat logs/summary.txt

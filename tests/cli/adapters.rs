@@ -630,3 +630,59 @@ fn malformed_adapters_get_one_line_errors() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_diffusers_folder_takes_the_same_bake_as_its_single_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = layout("sdxl_tiny_ldm.safetensors");
+    let lora = format!("{}:0.9", s(&adapter("sdxl_kohya_lora.safetensors")));
+    let folder = dir.path().join("model");
+    ok(
+        &ldmkit(&[
+            "convert",
+            s(&model),
+            "--layout",
+            "diffusers",
+            "-o",
+            s(&folder),
+        ]),
+        "convert",
+    );
+    // Baked as one LDM file, then converted; and baked into the folder itself.
+    let baked = dir.path().join("baked.safetensors");
+    ok(
+        &ldmkit(&["bake-lora", s(&model), &lora, "-o", s(&baked)]),
+        "bake file",
+    );
+    let via_file = dir.path().join("via_file");
+    ok(
+        &ldmkit(&[
+            "convert",
+            s(&baked),
+            "--layout",
+            "diffusers",
+            "-o",
+            s(&via_file),
+        ]),
+        "convert baked",
+    );
+    let via_folder = dir.path().join("via_folder");
+    ok(
+        &ldmkit(&["bake-lora", s(&folder), &lora, "-o", s(&via_folder)]),
+        "bake folder",
+    );
+    for part in ["unet", "text_encoder", "text_encoder_2"] {
+        let find = |root: &Path| {
+            std::fs::read_dir(root.join(part))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+                .unwrap()
+        };
+        assert_eq!(
+            inspect_values(&find(&via_file)),
+            inspect_values(&find(&via_folder)),
+            "{part}"
+        );
+    }
+}

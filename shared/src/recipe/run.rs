@@ -94,7 +94,10 @@ pub fn run(recipe: &Recipe, inputs: &Inputs, bound: &[Input]) -> Result<(Working
             } => {
                 let w = block_weights(blocks, &work)?;
                 ops::weighted_sum(&mut work, &working(with)?, *alpha, w.as_ref())?;
-                format!("weighted sum with {with}, alpha {alpha}{}", blocks_note(&w))
+                format!(
+                    "weighted sum with {with}, alpha {alpha}{}",
+                    blocks_note(blocks)
+                )
             }
             Step::AddDifference {
                 b,
@@ -104,7 +107,7 @@ pub fn run(recipe: &Recipe, inputs: &Inputs, bound: &[Input]) -> Result<(Working
             } => {
                 let w = block_weights(blocks, &work)?;
                 ops::add_difference(&mut work, &working(b)?, &working(c)?, *alpha, w.as_ref())?;
-                format!("added ({b} - {c}) x {alpha}{}", blocks_note(&w))
+                format!("added ({b} - {c}) x {alpha}{}", blocks_note(blocks))
             }
             Step::BakeLora {
                 from,
@@ -127,7 +130,7 @@ pub fn run(recipe: &Recipe, inputs: &Inputs, bound: &[Input]) -> Result<(Working
                     "baked {from} ({}, {}) at {ratio}{}: {} changed",
                     adapter.kind(),
                     count(r.modules, "module"),
-                    blocks_note(&w),
+                    blocks_note(blocks),
                     count(r.tensors, "tensor")
                 );
                 if r.skipped > 0 {
@@ -197,9 +200,9 @@ fn block_weights(
         .transpose()
 }
 
-fn blocks_note(w: &Option<crate::adapter::blocks::BlockWeights>) -> String {
-    w.as_ref()
-        .map_or(String::new(), |w| format!(" (blocks {})", w.to_spec()))
+fn blocks_note(spec: &Option<String>) -> String {
+    spec.as_ref()
+        .map_or(String::new(), |s| format!(" (blocks {s})"))
 }
 
 /// What an output file is.

@@ -129,6 +129,16 @@ pub fn run_with_intro(
     for line in &notes.lines {
         eprintln!("  {line}");
     }
+    let hashes_note = match (&output, format) {
+        (Output::File(plan), OutputFormat::Safetensors) => {
+            match ldmkit_core::hash::autov3_kept(plan, &inputs.sources()) {
+                Some(true) => Some("  hashes: the tensors are copied unchanged and in order: AutoV3 / sshs_model_hash stays, AutoV2 changes"),
+                Some(false) => Some("  hashes: the tensors are unchanged but laid out anew: AutoV2 and AutoV3 both change"),
+                None => None,
+            }
+        }
+        _ => None,
+    };
     match write(&output, &inputs.sources(), out) {
         Ok(report) => {
             const SHOWN: usize = 5;
@@ -154,6 +164,9 @@ pub fn run_with_intro(
                 out.display(),
                 bytes(report.bytes_written)
             );
+            if let Some(note) = hashes_note {
+                eprintln!("{note}");
+            }
             0
         }
         Err(WriteError::Cancelled) => {
