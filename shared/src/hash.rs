@@ -155,6 +155,35 @@ impl DataHash {
     }
 }
 
+/// What a safetensors output's hashes do when its tensors are copied unchanged from an
+/// input: `Some(true)` when its tensor bytes are exactly one input's tensor bytes in order
+/// (AutoV3 / `sshs_model_hash` carries over), `Some(false)` when they are laid out anew
+/// (AutoV3 changes), `None` when some tensor is computed (a new model: every hash is new).
+pub fn autov3_kept(
+    plan: &crate::plan::Plan,
+    inputs: &[crate::source::SharedSource],
+) -> Option<bool> {
+    use crate::plan::Part;
+    let mut span: Option<(usize, u64, u64)> = None;
+    let mut contiguous = true;
+    for part in plan.parts.iter().skip(1) {
+        match part {
+            Part::Copy { input, offset, len } => match &mut span {
+                None => span = Some((*input, *offset, offset + len)),
+                Some((i, _, end)) if *i == *input && *end == *offset => *end += len,
+                Some(_) => contiguous = false,
+            },
+            Part::Bytes(b) if b.is_empty() => {}
+            _ => return None,
+        }
+    }
+    let Some((input, start, end)) = span else {
+        return Some(false);
+    };
+    let source = inputs.get(input)?;
+    Some(contiguous && tensor_data_start(source.as_ref()) == Some(start) && end == source.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,33 +216,4 @@ mod tests {
         assert_eq!(h.autov3, None);
         assert!(hash_source(&source, None, &mut |_, _| false).is_err());
     }
-}
-
-/// What a safetensors output's hashes do when its tensors are copied unchanged from an
-/// input: `Some(true)` when its tensor bytes are exactly one input's tensor bytes in order
-/// (AutoV3 / `sshs_model_hash` carries over), `Some(false)` when they are laid out anew
-/// (AutoV3 changes), `None` when some tensor is computed (a new model: every hash is new).
-pub fn autov3_kept(
-    plan: &crate::plan::Plan,
-    inputs: &[crate::source::SharedSource],
-) -> Option<bool> {
-    use crate::plan::Part;
-    let mut span: Option<(usize, u64, u64)> = None;
-    let mut contiguous = true;
-    for part in plan.parts.iter().skip(1) {
-        match part {
-            Part::Copy { input, offset, len } => match &mut span {
-                None => span = Some((*input, *offset, offset + len)),
-                Some((i, _, end)) if *i == *input && *end == *offset => *end += len,
-                Some(_) => contiguous = false,
-            },
-            Part::Bytes(b) if b.is_empty() => {}
-            _ => return None,
-        }
-    }
-    let Some((input, start, end)) = span else {
-        return Some(false);
-    };
-    let source = inputs.get(input)?;
-    Some(contiguous && tensor_data_start(source.as_ref()) == Some(start) && end == source.len())
 }

@@ -498,8 +498,11 @@ fn meta_edits_the_header_and_keeps_autov3() {
     assert_eq!(no_out.status.code(), Some(2));
 }
 
+/// One tensor of a hand-made file: name, shape, values (zeros when `None`).
+type Spec<'a> = (&'a str, &'a [u64], Option<&'a [f32]>);
+
 /// A safetensors file of F16 zeros (or the given values) with these shapes.
-fn write_st(path: &Path, tensors: &[(&str, &[u64], Option<&[f32]>)], metadata: &str) {
+fn write_st(path: &Path, tensors: &[Spec], metadata: &str) {
     let mut header = format!("{{\"__metadata__\":{metadata}");
     let mut data = Vec::new();
     for (name, shape, values) in tensors {
@@ -536,7 +539,7 @@ fn malformed_adapters_get_one_line_errors() {
         format!("{m}.alpha"),
     );
     let nan = [f32::NAN];
-    let cases: Vec<(&str, Vec<(&str, &[u64], Option<&[f32]>)>, &str)> = vec![
+    let cases: Vec<(&str, Vec<Spec>, &str)> = vec![
         (
             "rank",
             vec![(&down, &[4, 32], None), (&up, &[32, 8], None)],

@@ -45,7 +45,7 @@ pub async fn meta(id: &JsValue, data: &JsValue) -> Result<(), String> {
     let mut sink = BlobSink::new(vec![file.clone().into()], None);
     let report = execute(
         &plan,
-        &[ckpt.source.clone()],
+        std::slice::from_ref(&ckpt.source),
         &mut sink,
         &mut progress_reporter(id),
     )

@@ -156,7 +156,7 @@ fn check_fit(m: &Module, target: &Target, weight: &LazyTensor) -> Result<()> {
     Ok(())
 }
 
-fn need<'a>(m: &'a Module, p: Part) -> Result<&'a LazyTensor> {
+fn need(m: &Module, p: Part) -> Result<&LazyTensor> {
     m.tensor(p)
         .ok_or_else(|| Error::op(format!("module '{}' lacks a {p:?} tensor", m.name())))
 }
