@@ -57,7 +57,7 @@ after(async () => {
   }
 });
 
-async function job(name, files, action, cli) {
+async function job(name, files, action, cli, alpha) {
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
@@ -71,6 +71,7 @@ async function job(name, files, action, cli) {
   await page.selectOption('#action', action);
   await page.selectOption('#dtype', 'f16');
   await page.selectOption('#format', 'safetensors');
+  if (alpha !== undefined) await page.fill('#alpha', String(alpha));
   const sampler = sampleMemory();
   const t0 = performance.now();
   await page.click('#run');
@@ -100,10 +101,27 @@ async function job(name, files, action, cli) {
   fs.rmSync(want);
 }
 
-test('strip a 14.6 GB training checkpoint to fp16 safetensors in the browser', { skip: !large }, async () => {
+// LDMKIT_LARGE_JOBS=bake runs only the LoRA bakes (inputs from bench/bake_lora.sh).
+const only = process.env.LDMKIT_LARGE_JOBS;
+const want = (j) => large && (!only || only.split(',').includes(j));
+const sd1 = process.env.SD1 ?? path.join(out, 'sd1-release.safetensors');
+const sdxl = process.env.SDXL ?? path.join(out, 'sdxl-base-fp16.safetensors');
+const loras = (prefix, n) => Array.from({ length: n }, (_, i) => path.join(out, `${prefix}-lora-r32-${i + 1}.safetensors`));
+
+test('bake a rank-32 LoRA into a full-size SD 1.5 release in the browser', { skip: !want('bake') || !fs.existsSync(sd1) }, async () => {
+  const [l] = loras('sd1', 1);
+  await job('bake-sd1', [sd1, l], 'bake-lora', ['bake-lora', sd1, `${l}:0.8`], 0.8);
+});
+
+test('bake three rank-32 LoRAs into a full-size SDXL fp16 checkpoint in the browser', { skip: !want('bake') || !fs.existsSync(sdxl) }, async () => {
+  const ls = loras('sdxl', 3);
+  await job('bake-sdxl', [sdxl, ...ls], 'bake-lora', ['bake-lora', sdxl, ...ls.map((l) => `${l}:0.8`)], 0.8);
+});
+
+test('strip a 14.6 GB training checkpoint to fp16 safetensors in the browser', { skip: !want('strip') }, async () => {
   await job('strip', [training], 'strip', ['strip', training]);
 });
 
-test('merge a 14.6 GB training checkpoint with its base to fp16 safetensors in the browser', { skip: !large }, async () => {
+test('merge a 14.6 GB training checkpoint with its base to fp16 safetensors in the browser', { skip: !want('merge') }, async () => {
   await job('merge', [training, base], 'merge', ['merge', training, base]);
 });

@@ -176,7 +176,7 @@ impl ElementReader<'_> {
         terms: &[Term],
         start: u64,
         count: u64,
-    ) -> Result<Vec<f64>> {
+    ) -> Result<Vec<f32>> {
         let (out_rows, cols) = match base.shape.as_slice() {
             [] => (1, 1),
             [n, rest @ ..] => (*n, rest.iter().product::<u64>()),
@@ -186,11 +186,7 @@ impl ElementReader<'_> {
         }
         let r0 = start / cols;
         let r1 = (start + count).div_ceil(cols).min(out_rows);
-        let mut cur: Vec<f32> = self
-            .read_values(base, r0 * cols, (r1 - r0) * cols)?
-            .into_iter()
-            .map(|v| v as f32)
-            .collect();
+        let mut cur = self.read_f32(base, r0 * cols, (r1 - r0) * cols)?;
         let cols = cols as usize;
         for term in terms {
             let (t0, tn) = term.rows.unwrap_or((0, out_rows));
@@ -205,10 +201,11 @@ impl ElementReader<'_> {
             let scale = term.scale as f32;
             match &term.magnitude {
                 None => {
-                    for (w, d) in here.iter_mut().zip(&raw) {
-                        let d = round(d * scale, dtype);
-                        *w = round(*w + d, dtype);
-                    }
+                    let mut d = raw;
+                    d.iter_mut().for_each(|d| *d *= scale);
+                    round_all(&mut d, dtype);
+                    here.iter_mut().zip(&d).for_each(|(w, d)| *w += d);
+                    round_all(here, dtype);
                 }
                 Some(m) => {
                     let m = self.factor(m)?;
@@ -226,10 +223,76 @@ impl ElementReader<'_> {
             }
         }
         let skip = (start - r0 * cols as u64) as usize;
-        Ok(cur[skip..skip + count as usize]
-            .iter()
-            .map(|&v| v as f64)
-            .collect())
+        cur.truncate(skip + count as usize);
+        cur.drain(..skip);
+        Ok(cur)
+    }
+
+    /// Elements of a tensor as f32: half and single precision by slice conversion, the rest
+    /// through f64.
+    fn read_f32(&mut self, t: &LazyTensor, start: u64, count: u64) -> Result<Vec<f32>> {
+        use half::slice::HalfFloatSliceExt;
+        let mut out = vec![0f32; count as usize];
+        match t.dtype {
+            DType::Float16 | DType::BFloat16 | DType::Float32 => {
+                let mut bytes = Vec::with_capacity((count * t.dtype.size()) as usize);
+                self.read_bytes(t, start, count, &mut bytes)?;
+                match t.dtype {
+                    DType::Float32 => {
+                        bytemuck::cast_slice_mut::<f32, u8>(&mut out).copy_from_slice(&bytes)
+                    }
+                    // Little-endian bytes viewed as the target's halves (every target ldmkit
+                    // builds for is little-endian).
+                    DType::Float16 => {
+                        let mut h = vec![f16::ZERO; count as usize];
+                        bytemuck::cast_slice_mut::<f16, u8>(&mut h).copy_from_slice(&bytes);
+                        h.convert_to_f32_slice(&mut out);
+                    }
+                    _ => {
+                        let mut h = vec![bf16::ZERO; count as usize];
+                        bytemuck::cast_slice_mut::<bf16, u8>(&mut h).copy_from_slice(&bytes);
+                        h.convert_to_f32_slice(&mut out);
+                    }
+                }
+            }
+            _ => {
+                let v = self.read_values(t, start, count)?;
+                out.iter_mut().zip(v).for_each(|(o, v)| *o = v as f32);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Self::adapted_values`] as little-endian bytes of `dtype`, appended to `out`.
+    pub(super) fn adapted_bytes(
+        &mut self,
+        dtype: DType,
+        base: &LazyTensor,
+        terms: &[Term],
+        start: u64,
+        count: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        use half::slice::HalfFloatSliceExt;
+        let v = self.adapted_values(dtype, base, terms, start, count)?;
+        match dtype {
+            DType::Float32 => out.extend_from_slice(bytemuck::cast_slice(&v)),
+            DType::Float16 => {
+                let mut h = vec![f16::ZERO; v.len()];
+                h.convert_from_f32_slice(&v);
+                out.extend_from_slice(bytemuck::cast_slice(&h));
+            }
+            DType::BFloat16 => {
+                let mut h = vec![bf16::ZERO; v.len()];
+                h.convert_from_f32_slice(&v);
+                out.extend_from_slice(bytemuck::cast_slice(&h));
+            }
+            _ => {
+                let v: Vec<f64> = v.into_iter().map(f64::from).collect();
+                super::eval::encode(&v, dtype, out)?;
+            }
+        }
+        Ok(())
     }
 
     /// Rows `rows.0..rows.0 + rows.1` of ΔW (unscaled, row-major, `cols` wide); `current` is the
@@ -441,40 +504,70 @@ fn check_width(have: usize, want: usize) -> Result<()> {
     Ok(())
 }
 
-/// `out[n×cols] = up[n×r] · down[r×cols]`, summing over the rank in order (k = 0, 1, …)
-/// from zero, four rows at a time so each row of `down` is read once per four.
+/// `out[n×cols] = up[n×r] · down[r×cols]` (overwriting `out`), each element summed over the
+/// rank in order (k = 0, 1, …) from zero with separate multiplies and adds, so every path —
+/// AVX here, SSE2, wasm32 — gives the same bits.
 fn low_rank(up: &[f32], r: usize, down: &[f32], cols: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked just above).
+        return unsafe { low_rank_avx(up, r, down, cols, out) };
+    }
+    low_rank_tiles(up, r, down, cols, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn low_rank_avx(up: &[f32], r: usize, down: &[f32], cols: usize, out: &mut [f32]) {
+    low_rank_tiles(up, r, down, cols, out)
+}
+
+/// Tiles of 4 rows × 16 columns accumulate in registers over the whole rank; the rest of
+/// the rows and columns one element at a time, in the same order.
+#[inline(always)]
+fn low_rank_tiles(up: &[f32], r: usize, down: &[f32], cols: usize, out: &mut [f32]) {
+    const ROWS: usize = 4;
+    const COLS: usize = 16;
     let n = out.len() / cols.max(1);
-    let mut i = 0;
-    while i + 4 <= n {
-        let (o0, rest) = out[i * cols..(i + 4) * cols].split_at_mut(cols);
-        let (o1, rest) = rest.split_at_mut(cols);
-        let (o2, o3) = rest.split_at_mut(cols);
+    let one = |i: usize, j: usize| {
+        let mut s = 0f32;
         for k in 0..r {
-            let (a0, a1, a2, a3) = (
-                up[i * r + k],
-                up[(i + 1) * r + k],
-                up[(i + 2) * r + k],
-                up[(i + 3) * r + k],
-            );
-            let d = &down[k * cols..(k + 1) * cols];
-            for j in 0..cols {
-                let x = d[j];
-                o0[j] += a0 * x;
-                o1[j] += a1 * x;
-                o2[j] += a2 * x;
-                o3[j] += a3 * x;
+            s += up[i * r + k] * down[k * cols + j];
+        }
+        s
+    };
+    let mut i = 0;
+    while i + ROWS <= n {
+        let a = &up[i * r..(i + ROWS) * r];
+        let mut j = 0;
+        while j + COLS <= cols {
+            let mut acc = [[0f32; COLS]; ROWS];
+            for k in 0..r {
+                let d: &[f32; COLS] = down[k * cols + j..k * cols + j + COLS]
+                    .try_into()
+                    .expect("a tile is COLS wide");
+                for (ii, row) in acc.iter_mut().enumerate() {
+                    let x = a[ii * r + k];
+                    for (o, &y) in row.iter_mut().zip(d) {
+                        *o += x * y;
+                    }
+                }
+            }
+            for (ii, row) in acc.iter().enumerate() {
+                out[(i + ii) * cols + j..(i + ii) * cols + j + COLS].copy_from_slice(row);
+            }
+            j += COLS;
+        }
+        for jj in j..cols {
+            for ii in 0..ROWS {
+                out[(i + ii) * cols + jj] = one(i + ii, jj);
             }
         }
-        i += 4;
+        i += ROWS;
     }
-    for i in i..n {
-        let o = &mut out[i * cols..(i + 1) * cols];
-        for k in 0..r {
-            let a = up[i * r + k];
-            for (dst, &x) in o.iter_mut().zip(&down[k * cols..(k + 1) * cols]) {
-                *dst += a * x;
-            }
+    for ii in i..n {
+        for jj in 0..cols {
+            out[ii * cols + jj] = one(ii, jj);
         }
     }
 }
@@ -512,6 +605,25 @@ fn round(v: f32, dtype: DType) -> f32 {
         DType::Float16 => f16::from_f32(v).to_f32(),
         DType::BFloat16 => bf16::from_f32(v).to_f32(),
         _ => v,
+    }
+}
+
+/// [`round`] over a slice, through `half`'s slice conversions (the CPU's conversion
+/// instructions where it has them; the same results).
+fn round_all(v: &mut [f32], dtype: DType) {
+    use half::slice::HalfFloatSliceExt;
+    match dtype {
+        DType::Float16 => {
+            let mut h = vec![f16::ZERO; v.len()];
+            h.convert_from_f32_slice(v);
+            h.convert_to_f32_slice(v);
+        }
+        DType::BFloat16 => {
+            let mut h = vec![bf16::ZERO; v.len()];
+            h.convert_from_f32_slice(v);
+            h.convert_to_f32_slice(v);
+        }
+        _ => {}
     }
 }
 

@@ -197,6 +197,11 @@ impl<'a> ElementReader<'a> {
                 }
                 Ok(())
             }
+            LazyData::Adapted { base, terms }
+                if base.dtype == tensor.dtype && base.shape == tensor.shape =>
+            {
+                self.adapted_bytes(tensor.dtype, base, terms, start, count, out)
+            }
             LazyData::Cast(source)
                 if is_half_or_single(source.dtype) && is_half_or_single(tensor.dtype) =>
             {
@@ -252,7 +257,8 @@ impl<'a> ElementReader<'a> {
                 if base.dtype != tensor.dtype || base.shape != tensor.shape {
                     return Err(Error::op("an adapted tensor differs from its base"));
                 }
-                return self.adapted_values(tensor.dtype, base, terms, start, count);
+                let v = self.adapted_values(tensor.dtype, base, terms, start, count)?;
+                return Ok(v.into_iter().map(f64::from).collect());
             }
             _ => {
                 let mut bytes = Vec::with_capacity((count * tensor.dtype.size()) as usize);

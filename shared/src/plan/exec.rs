@@ -205,7 +205,12 @@ pub fn execute(
             Part::Compute { name, tensor } => {
                 reader.clear();
                 let workers = if streams(tensor) { workers() } else { 1 };
-                let per_chunk = (COMPUTE_CHUNK_BYTES / tensor.dtype.size().max(1)).max(1);
+                let mut per_chunk = (COMPUTE_CHUNK_BYTES / tensor.dtype.size().max(1)).max(1);
+                // A baked weight costs far more to compute than to write: split even a small
+                // one so that every worker has a share.
+                if matches!(&*tensor.data, super::LazyData::Adapted { .. }) {
+                    per_chunk = per_chunk.min(tensor.numel().div_ceil(2 * workers as u64).max(1));
+                }
                 let mut bad = NonFinite::default();
                 compute_chunks(
                     inputs,
