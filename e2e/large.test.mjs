@@ -106,15 +106,16 @@ const only = process.env.LDMKIT_LARGE_JOBS;
 const want = (j) => large && (!only || only.split(',').includes(j));
 const sd1 = process.env.SD1 ?? path.join(out, 'sd1-release.safetensors');
 const sdxl = process.env.SDXL ?? path.join(out, 'sdxl-base-fp16.safetensors');
-const loras = (prefix, n) => Array.from({ length: n }, (_, i) => path.join(out, `${prefix}-lora-r32-${i + 1}.safetensors`));
+// bench/bake_lora.sh's LoRAs: MODEL's name + `.lora-r32-sN.safetensors`.
+const loras = (model, n) => Array.from({ length: n }, (_, i) => model.replace(/\.safetensors$/, `.lora-r32-s${i + 1}.safetensors`));
 
 test('bake a rank-32 LoRA into a full-size SD 1.5 release in the browser', { skip: !want('bake') || !fs.existsSync(sd1) }, async () => {
-  const [l] = loras('sd1', 1);
+  const [l] = loras(sd1, 1);
   await job('bake-sd1', [sd1, l], 'bake-lora', ['bake-lora', sd1, `${l}:0.8`], 0.8);
 });
 
 test('bake three rank-32 LoRAs into a full-size SDXL fp16 checkpoint in the browser', { skip: !want('bake') || !fs.existsSync(sdxl) }, async () => {
-  const ls = loras('sdxl', 3);
+  const ls = loras(sdxl, 3);
   await job('bake-sdxl', [sdxl, ...ls], 'bake-lora', ['bake-lora', sdxl, ...ls.map((l) => `${l}:0.8`)], 0.8);
 });
 
