@@ -51,22 +51,10 @@ pub async fn meta(id: &JsValue, data: &JsValue) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let blob = sink.finish().await.map_err(|e| e.to_string())?;
-    let notes: js_sys::Array = [
+    let lines = [
         format!("metadata: {} fields", metadata.len()),
         "hashes: AutoV2 and the legacy hash change (the header is new); AutoV3 / sshs_model_hash does not (the tensor bytes are the same)".to_string(),
-    ]
-    .iter()
-    .map(|l| JsValue::from_str(l))
-    .collect();
-    post(
-        id,
-        "done",
-        vec![
-            ("blob", blob.into()),
-            ("notes", notes.into()),
-            ("bytes", (report.bytes_written as f64).into()),
-            ("onDisk", false.into()),
-        ],
-    );
+    ];
+    super::run::post_done(id, blob, &lines, report.bytes_written, false);
     Ok(())
 }

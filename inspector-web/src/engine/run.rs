@@ -49,6 +49,13 @@ pub async fn run(id: &JsValue, data: &JsValue) -> Result<(), String> {
             bad.nan, bad.inf
         ));
     }
+    post_done(id, blob, &lines, report.bytes_written, on_disk);
+    Ok(())
+}
+
+/// The `done` reply: the output Blob, the notes for the user, its size and where its
+/// computed bytes live.
+pub fn post_done(id: &JsValue, blob: web_sys::Blob, lines: &[String], bytes: u64, on_disk: bool) {
     let notes: js_sys::Array = lines.iter().map(|l| JsValue::from_str(l)).collect();
     post(
         id,
@@ -56,9 +63,8 @@ pub async fn run(id: &JsValue, data: &JsValue) -> Result<(), String> {
         vec![
             ("blob", blob.into()),
             ("notes", notes.into()),
-            ("bytes", (report.bytes_written as f64).into()),
+            ("bytes", (bytes as f64).into()),
             ("onDisk", on_disk.into()),
         ],
     );
-    Ok(())
 }

@@ -52,6 +52,19 @@ fn st_name(name: &str, dtype: DType) -> Result<&'static str> {
         })
 }
 
+/// A JSON header as the file begins: its length (padded with spaces to a multiple of 8, so
+/// the data is 8-byte aligned) and itself.
+fn framed(header: &str) -> Result<Vec<u8>> {
+    let padded = header.len().next_multiple_of(8);
+    if padded > MAX_HEADER {
+        return Err(Error::op("safetensors header would exceed 100 MB"));
+    }
+    let mut head = (padded as u64).to_le_bytes().to_vec();
+    head.extend_from_slice(header.as_bytes());
+    head.resize(8 + padded, b' ');
+    Ok(head)
+}
+
 /// Plan a safetensors file holding `tensors` and `metadata`.
 pub fn safetensors(
     tensors: &[(String, LazyTensor)],
@@ -94,13 +107,7 @@ pub fn safetensors(
         offset = end;
     }
     header.push('}');
-    let padded = header.len().next_multiple_of(8);
-    if padded > MAX_HEADER {
-        return Err(Error::op("safetensors header would exceed 100 MB"));
-    }
-    let mut head = (padded as u64).to_le_bytes().to_vec();
-    head.extend_from_slice(header.as_bytes());
-    head.resize(8 + padded, b' ');
+    let head = framed(&header)?;
 
     let mut plan = Plan::default();
     plan.push(Part::Bytes(head));
@@ -146,13 +153,7 @@ pub fn replace_metadata(
         header.push_str(&serde_json::to_string(entry).expect("JSON serializes"));
     }
     header.push('}');
-    let padded = header.len().next_multiple_of(8);
-    if padded > MAX_HEADER {
-        return Err(Error::op("safetensors header would exceed 100 MB"));
-    }
-    let mut head = (padded as u64).to_le_bytes().to_vec();
-    head.extend_from_slice(header.as_bytes());
-    head.resize(8 + padded, b' ');
+    let head = framed(&header)?;
     let mut plan = Plan::default();
     plan.push(Part::Bytes(head));
     plan.push(Part::Copy {
