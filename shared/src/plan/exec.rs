@@ -209,7 +209,7 @@ pub fn execute(
                 // A baked weight costs far more to compute than to write: split even a small
                 // one so that every worker has a share.
                 if matches!(&*tensor.data, super::LazyData::Adapted { .. }) {
-                    per_chunk = per_chunk.min(tensor.numel().div_ceil(2 * workers as u64).max(1));
+                    per_chunk = per_chunk.min(tensor.numel().div_ceil(4 * workers as u64).max(1));
                 }
                 let mut bad = NonFinite::default();
                 compute_chunks(
