@@ -226,13 +226,7 @@ impl Report {
             Err(e) => (None, Some(e.to_string())),
         };
         let architecture = match &adapter {
-            Some(a) => format!(
-                "adapter-{}",
-                serde_json::to_value(a.base)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            ),
+            Some(a) => format!("adapter-{}", a.base.id()),
             None => architecture_detail.label(),
         };
         Ok(Report {

@@ -21,7 +21,7 @@ pub mod summary;
 
 pub use blocks::Block;
 pub use keys::{Network, Part};
-pub use recognise::{recognise, recognise_working};
+pub use recognise::{recognise, recognise_in, recognise_working};
 
 use crate::plan::LazyTensor;
 use serde::Serialize;
@@ -90,6 +90,17 @@ impl Base {
             Base::Sd2 => "Stable Diffusion 2.x",
             Base::Sdxl => "Stable Diffusion XL",
             Base::Sd1OrSd2 => "Stable Diffusion 1.x or 2.x",
+            Base::Unknown => "unknown",
+        }
+    }
+
+    /// The name `--json` uses (`sd1`, `sdxl`, `sd1-or-sd2`, …).
+    pub fn id(self) -> &'static str {
+        match self {
+            Base::Sd1 => "sd1",
+            Base::Sd2 => "sd2",
+            Base::Sdxl => "sdxl",
+            Base::Sd1OrSd2 => "sd1-or-sd2",
             Base::Unknown => "unknown",
         }
     }

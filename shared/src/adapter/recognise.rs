@@ -22,20 +22,36 @@ fn bad(module: &str, why: impl std::fmt::Display) -> Error {
     Error::op(format!("adapter module '{module}': {why}"))
 }
 
-/// Recognise the adapter in `work`'s tensors. `Ok(None)`: not an adapter. `read_scalar`
-/// reads a one-element tensor (an alpha); `metadata` is the file's safetensors metadata
-/// (PEFT files record alpha there).
+/// Recognise the adapter in `work`'s tensors, stored in `sources`. `Ok(None)`: not an
+/// adapter. `metadata` is the file's safetensors metadata (PEFT files record alpha there).
 pub fn recognise_working(
     work: &Working,
     metadata: &BTreeMap<String, String>,
-    read_scalar: &mut dyn FnMut(&LazyTensor) -> Result<f64>,
+    sources: &[crate::source::SharedSource],
 ) -> Result<Option<Adapter>> {
     let tensors: Vec<(String, LazyTensor)> = work
         .state_dict
         .iter()
         .map(|(k, e)| (k.clone(), e.tensor.clone()))
         .collect();
-    recognise(&tensors, metadata, read_scalar)
+    recognise_in(&tensors, metadata, sources)
+}
+
+/// [`recognise`] reading alphas from `sources` (the inputs the tensors are stored in).
+pub fn recognise_in(
+    tensors: &[(String, LazyTensor)],
+    metadata: &BTreeMap<String, String>,
+    sources: &[crate::source::SharedSource],
+) -> Result<Option<Adapter>> {
+    let mut reader = crate::plan::ElementReader::new(sources);
+    let mut read = |t: &LazyTensor| -> Result<f64> {
+        Ok(reader
+            .read_values(t, 0, 1)?
+            .first()
+            .copied()
+            .unwrap_or(f64::NAN))
+    };
+    recognise(tensors, metadata, &mut read)
 }
 
 /// [`recognise_working`] over named tensors.

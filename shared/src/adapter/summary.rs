@@ -8,7 +8,7 @@ use super::metadata::{claims_vs_tensors, TrainingInfo};
 use super::{Adapter, Base, ModuleKind, Spelling};
 use crate::checkpoint::{Checkpoint, ContainerInfo};
 use crate::error::Result;
-use crate::plan::{ElementReader, LazyTensor};
+use crate::plan::LazyTensor;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -106,16 +106,7 @@ pub fn from_checkpoint(ckpt: &Checkpoint) -> Result<Option<Adapter>> {
         ContainerInfo::Safetensors { metadata, .. } => metadata.clone(),
         _ => BTreeMap::new(),
     };
-    let sources = vec![ckpt.source.clone()];
-    let mut reader = ElementReader::new(&sources);
-    let mut read = |t: &LazyTensor| -> Result<f64> {
-        Ok(reader
-            .read_values(t, 0, 1)?
-            .first()
-            .copied()
-            .unwrap_or(f64::NAN))
-    };
-    super::recognise(&tensors, &metadata, &mut read)
+    super::recognise_in(&tensors, &metadata, std::slice::from_ref(&ckpt.source))
 }
 
 fn spread(values: impl Iterator<Item = f64>) -> Option<Spread> {

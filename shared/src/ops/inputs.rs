@@ -108,17 +108,7 @@ impl Inputs {
     /// The adapter an input holds, or an error saying why it is not one.
     pub fn adapter(&self, input: &Input) -> Result<crate::adapter::Adapter> {
         let work = self.working(input)?;
-        let metadata = self.metadata(input);
-        let sources = self.sources();
-        let mut reader = crate::plan::ElementReader::new(&sources);
-        let mut read = |t: &crate::plan::LazyTensor| -> Result<f64> {
-            Ok(reader
-                .read_values(t, 0, 1)?
-                .first()
-                .copied()
-                .unwrap_or(f64::NAN))
-        };
-        crate::adapter::recognise_working(&work, &metadata, &mut read)?.ok_or_else(|| {
+        crate::adapter::recognise_working(&work, &self.metadata(input), &self.sources())?.ok_or_else(|| {
             Error::op(
                 "is not a LoRA or LyCORIS adapter (no lora_down/lora_up, lora_A/lora_B, hada_, lokr_ or diff tensors)",
             )

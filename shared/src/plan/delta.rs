@@ -142,12 +142,7 @@ impl ElementReader<'_> {
                 MAX_FACTOR_BYTES / 4
             )));
         }
-        let values: Vec<f32> = self
-            .read_values(t, 0, t.numel())?
-            .into_iter()
-            .map(|v| v as f32)
-            .collect();
-        let values = Arc::new(values);
+        let values = Arc::new(self.read_f32(t, 0, t.numel())?);
         self.factors.insert(key, values.clone());
         Ok(values)
     }
